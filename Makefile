@@ -1,0 +1,38 @@
+# Lynx: `make run` starts everything on this machine; `make test` runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-embedded lint lock clean
+
+install: $(STAMP)
+
+# Pinned: requirements.lock holds every package, direct and transitive, at one exact version.
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Lynx needs Python 3.11 (azureml-core supports up to 3.11)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==25.3"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: install
+	$(PY) -m dashboard.launcher
+
+# Tests keep their own var/ (database file, replicas, embedded Redis) apart from `make run`'s.
+test: install
+	LYNX_VAR_DIR=$(CURDIR)/var/test $(PY) -m pytest $(PYTEST_ARGS)
+
+# The embedded defaults (SQLite, embedded Redis), quickly: what a laptop without services gets.
+test-embedded: install
+	env -u DATABASE_URL -u REDIS_URL LYNX_VAR_DIR=$(CURDIR)/var/test-embedded $(PY) -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^lynx' > requirements.lock
+
+clean:
+	rm -rf var/test var/test-embedded var/bench

@@ -1,0 +1,180 @@
+"""Lynx settings: everything comes from the environment, with embedded defaults for a laptop.
+
+Development (the default): SQLite in var/, an embedded Redis server on a unix socket in var/
+(started by `make run`), a generated secret key kept in var/. Production (LYNX_ENV=production):
+SECRET_KEY, LYNX_ENCRYPTION_KEY, DATABASE_URL, REDIS_URL and ALLOWED_HOSTS must be set, or Lynx
+refuses to start and says which one is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("LYNX_VAR_DIR", BASE_DIR / "var")).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+LYNX_ENV = os.environ.get("LYNX_ENV", "development")
+PRODUCTION = LYNX_ENV == "production"
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ImproperlyConfigured(f"LYNX_ENV=production needs {name} to be set (see .env.example).")
+    return value
+
+
+def _dev_secret(filename: str) -> str:
+    """A random secret generated once per checkout and kept in var/, so restarts keep sessions and keys."""
+    path = VAR_DIR / filename
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+if PRODUCTION:
+    SECRET_KEY = _required("SECRET_KEY")
+    LYNX_ENCRYPTION_KEY = _required("LYNX_ENCRYPTION_KEY")
+    _required("DATABASE_URL")
+    _required("REDIS_URL")
+    ALLOWED_HOSTS = _required("ALLOWED_HOSTS").split(",")
+    DEBUG = False
+else:
+    SECRET_KEY = os.environ.get("SECRET_KEY") or _dev_secret("secret_key")
+    LYNX_ENCRYPTION_KEY = os.environ.get("LYNX_ENCRYPTION_KEY") or _dev_secret("encryption_key")
+    ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+    DEBUG = os.environ.get("DEBUG", "0") == "1"
+
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "dashboard",
+    "deployments",
+    "scoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.roles",
+            ],
+        },
+    },
+]
+
+# --- Database: PostgreSQL from DATABASE_URL, else SQLite in var/ ---------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'lynx.sqlite3'}",
+        conn_max_age=60,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Web, worker and beat share one SQLite file: wait for locks instead of failing at once,
+    # and take the write lock at BEGIN so two writers never deadlock on an upgrade.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:, so a real Celery worker process can see what a test wrote.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis / Celery: REDIS_URL, else the embedded redis-server's socket in var/ ------------------
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
+REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
+CELERY_BROKER_URL = REDIS_URL.replace("unix://", "redis+socket://", 1)
+CELERY_RESULT_BACKEND = None  # task history lives in the database (Operation), not in the broker
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 300  # the longest step (an Azure model upload) stays well under this
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+# Longer than the longest task, so Redis never re-delivers a task that is still running.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_ALWAYS_EAGER = False
+
+# --- Lynx ------------------------------------------------------------------------------------------
+LYNX_MODELS_DIR = VAR_DIR / "models"
+LYNX_LOCAL_DIR = VAR_DIR / "local"  # one state dir per local deployment (replicas, logs, keys)
+LYNX_UPLOADS_DIR = VAR_DIR / "uploads"
+# An operation step holds a lease this long; a step whose lease ran out was lost (worker killed)
+# and the reconciler hands it to another worker.
+LYNX_OPERATION_LEASE_SECONDS = int(os.environ.get("LYNX_OPERATION_LEASE_SECONDS", "30"))
+LYNX_POLL_SECONDS = float(os.environ.get("LYNX_POLL_SECONDS", "1"))
+LYNX_RECONCILE_SECONDS = float(os.environ.get("LYNX_RECONCILE_SECONDS", "10"))
+LYNX_DEPLOY_TIMEOUT_SECONDS = int(os.environ.get("LYNX_DEPLOY_TIMEOUT_SECONDS", "900"))
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "dashboard" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"azureml": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}

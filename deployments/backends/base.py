@@ -1,0 +1,129 @@
+"""The one small interface every deployment target implements.
+
+Backends receive plain, frozen specs (never ORM objects) so that cloud and process I/O stays
+out of the domain code, and the domain code stays out of the backends. A backend call may
+block on the network or on a process, so callers (Celery tasks via services) never hold a
+database transaction open around one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+KeyName = Literal["Primary", "Secondary"]
+
+
+class BackendError(Exception):
+    """A failure the user should read as-is (Azure's message, or why a process did not start).
+
+    `transient` errors are worth retrying with backoff (HTTP 429/5xx, timeouts); permanent ones
+    (quota, bad request, not found, 409 operation in progress) end the operation.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    """Where an Azure ML workspace lives and how to sign in to it (secret already decrypted)."""
+
+    subscription_id: str
+    resource_group: str
+    workspace_name: str
+    tenant_id: str
+    client_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    vm_size: str = ""
+    node_count: int = 1
+    cluster_purpose: str = "DevTest"  # Azure ML: "DevTest" | "FastProd"
+    location: str = ""
+    attach_resource_id: str = ""  # set when attaching an existing AKS cluster instead of creating
+    workspace: WorkspaceSpec | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # Azure's service name rules: 3-32 lowercase letters, digits, dashes
+    cluster: ClusterSpec
+    model_name: str
+    model_version: int
+    model_path: Path  # the registered model's files on this machine (a directory)
+    entry_script: Path  # score.py on this machine
+    environment_yaml: str  # conda specification
+    gpu_enabled: bool = False
+    gpu_cores: int = 0
+    replicas: int = 1
+    cpu_cores: float = 0.1
+    memory_gb: float = 0.5
+    autoscale_enabled: bool = False
+    autoscale_min_replicas: int = 1
+    autoscale_max_replicas: int = 1
+    autoscale_target_utilization: int = 70
+    primary_key: str = ""  # local target: Lynx makes the keys; Azure makes its own
+    secondary_key: str = ""
+    max_batch_size: int = 32
+    max_batch_wait_ms: int = 5
+
+
+@dataclass(frozen=True)
+class ClusterObservation:
+    provisioning_state: str  # Azure's words: Creating, Succeeded, Failed, Deleting, Deleted (gone), Unknown
+    gpu_count: int = 0
+    gpu_kind: str = ""
+    errors: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaObservation:
+    name: str
+    state: str  # starting | ready | dead
+    pid: int | None = None
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceObservation:
+    # Azure's WebServiceState: Transitioning, Healthy, Unhealthy, Failed, Unschedulable;
+    # plus "Missing" when the target has no such service at all.
+    state: str
+    scoring_uri: str = ""
+    swagger_uri: str = ""
+    replicas: tuple[ReplicaObservation, ...] = ()
+    error: str = ""
+    progress: tuple[str, ...] = field(default_factory=tuple)  # lines like wait_for_deployment(show_output=True)
+    stats: dict[str, float] = field(default_factory=dict)  # e.g. {"avg_batch_size": 3.2, "requests": 120}
+
+
+class Backend(Protocol):
+    """Provision/delete clusters; deploy/update/delete services; observe; logs; keys.
+
+    Every mutating call starts the work and returns; `observe_*` tells how it is going. Every
+    call is idempotent: a re-delivered task calling it twice must not create a second resource.
+    """
+
+    name: str
+
+    def provision_cluster(self, cluster: ClusterSpec) -> None: ...
+    def observe_cluster(self, cluster: ClusterSpec) -> ClusterObservation: ...
+    def delete_cluster(self, cluster: ClusterSpec) -> None: ...
+
+    def deploy_service(self, spec: ServiceSpec) -> None: ...
+    def update_service(self, spec: ServiceSpec) -> None: ...
+    def observe_service(self, spec: ServiceSpec) -> ServiceObservation: ...
+    def delete_service(self, spec: ServiceSpec) -> None: ...
+    def restart_service(self, spec: ServiceSpec) -> None: ...
+
+    def service_logs(self, spec: ServiceSpec, lines: int = 200) -> dict[str, str]: ...
+    def service_keys(self, spec: ServiceSpec) -> tuple[str, str]: ...
+    def regenerate_key(self, spec: ServiceSpec, key: KeyName) -> tuple[str, str]: ...

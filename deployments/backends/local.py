@@ -1,0 +1,235 @@
+"""The local target: this machine, running entry scripts under Microsoft's inference server.
+
+Each deployment gets a state directory holding its replicas' supervisor (`python -m
+scoring.runtime serve`, started detached so it outlives the worker that started it), its key
+file, status and logs. The supervisor holds a lock on its state directory for its whole life:
+that lock is what makes deploy idempotent and replicas impossible to duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from deployments.crypto import new_key
+from scoring import control
+
+from .base import (
+    BackendError,
+    ClusterObservation,
+    ClusterSpec,
+    KeyName,
+    ReplicaObservation,
+    ServiceObservation,
+    ServiceSpec,
+)
+
+# How long a freshly spawned supervisor may take to take its lock and write its first status.
+SPAWN_GRACE_SECONDS = 30
+
+
+def host_gpus() -> tuple[int, str]:
+    """The NVIDIA GPUs this host has, as nvidia-smi lists them (none when there is no driver)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0, ""
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return len(names), (names[0] if names else "")
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # --- clusters: the local machine always exists; a cluster is a directory that says it is in use
+    def _cluster_dir(self, cluster: ClusterSpec) -> Path:
+        return self.root / "clusters" / cluster.name
+
+    def provision_cluster(self, cluster: ClusterSpec) -> None:
+        self._cluster_dir(cluster).mkdir(parents=True, exist_ok=True)
+
+    def observe_cluster(self, cluster: ClusterSpec) -> ClusterObservation:
+        if not self._cluster_dir(cluster).exists():
+            return ClusterObservation(provisioning_state="Deleted")
+        count, kind = host_gpus()
+        return ClusterObservation(provisioning_state="Succeeded", gpu_count=count, gpu_kind=kind)
+
+    def delete_cluster(self, cluster: ClusterSpec) -> None:
+        shutil.rmtree(self._cluster_dir(cluster), ignore_errors=True)
+
+    # --- services --------------------------------------------------------------------------------
+    def state_dir(self, spec: ServiceSpec) -> Path:
+        return self.root / "services" / spec.name
+
+    def _write_keys(self, state_dir: Path, primary: str, secondary: str) -> None:
+        control.write_key_file(state_dir / "keys.json", primary, secondary)
+
+    def deploy_service(self, spec: ServiceSpec) -> None:
+        if spec.gpu_enabled and host_gpus()[0] == 0:
+            raise BackendError("This host has no GPU: deploy with the GPU switched off, or to a GPU cluster.")
+        state_dir = self.state_dir(spec)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._write_keys(state_dir, spec.primary_key, spec.secondary_key)
+        if control.is_running(state_dir):
+            return  # a re-delivered step: the replicas are already there, adopt them
+        self._spawn(spec, state_dir)
+
+    def _spawn(self, spec: ServiceSpec, state_dir: Path) -> None:
+        port_file = state_dir / "port"
+        port = int(port_file.read_text()) if port_file.exists() else 0
+        if not port or not _port_is_free(port):
+            port = control.free_port()
+        port_file.write_text(str(port))
+        (state_dir / "spawned_at").write_text(str(time.time()))
+        pid = control.spawn(
+            state_dir=state_dir,
+            entry_script=spec.entry_script,
+            model_path=spec.model_path,
+            model_name=spec.model_name,
+            model_version=spec.model_version,
+            port=port,
+            replicas=spec.replicas,
+            key_file=state_dir / "keys.json",
+            max_batch_size=spec.max_batch_size,
+            max_batch_wait_ms=spec.max_batch_wait_ms,
+        )
+        (state_dir / "supervisor.pid").write_text(str(pid))
+
+    def update_service(self, spec: ServiceSpec) -> None:
+        state_dir = self.state_dir(spec)
+        if not control.is_running(state_dir):
+            self.deploy_service(spec)
+            return
+        control.roll(
+            state_dir,
+            {
+                "entry_script": str(spec.entry_script),
+                "model_path": str(spec.model_path),
+                "model_name": spec.model_name,
+                "model_version": spec.model_version,
+                "replicas": spec.replicas,
+                "max_batch_size": spec.max_batch_size,
+                "max_batch_wait_ms": spec.max_batch_wait_ms,
+            },
+        )
+
+    def observe_service(self, spec: ServiceSpec) -> ServiceObservation:
+        state_dir = self.state_dir(spec)
+        status = control.read_status(state_dir)
+        if status is None:
+            if self._recently_spawned(state_dir) and not self._supervisor_exited(state_dir):
+                return ServiceObservation(state="Transitioning", progress=("waiting for the replica supervisor",))
+            return ServiceObservation(state="Missing", error=self._supervisor_log_tail(state_dir))
+        replicas = tuple(
+            ReplicaObservation(
+                name=r["name"], state=r["state"], pid=r.get("pid"), restarts=int(r.get("restarts", 0))
+            )
+            for r in status.get("replicas", [])
+        )
+        ready = sum(r.state == "ready" for r in replicas)
+        dead = [r for r in replicas if r.state == "dead"]
+        rollout = status.get("rollout") or {}
+        if dead:
+            state, error = "Unhealthy", self._replica_errors(state_dir, dead)
+        elif ready == len(replicas) and ready >= 1 and rollout.get("state") != "in_progress":
+            state, error = "Healthy", ""
+        else:
+            state, error = "Transitioning", ""
+        if rollout.get("state") == "failed":
+            error = rollout.get("error", "the rolling update failed")
+        return ServiceObservation(
+            state=state,
+            scoring_uri=status.get("scoring_uri", ""),
+            swagger_uri=status.get("swagger_uri", ""),
+            replicas=replicas,
+            error=error,
+            stats=dict(status.get("stats") or {}, rollout_generation=rollout.get("generation", 0)),
+        )
+
+    def _recently_spawned(self, state_dir: Path) -> bool:
+        stamp = state_dir / "spawned_at"
+        return stamp.exists() and time.time() - float(stamp.read_text() or 0) < SPAWN_GRACE_SECONDS
+
+    def _supervisor_exited(self, state_dir: Path) -> bool:
+        pid_file = state_dir / "supervisor.pid"
+        if not pid_file.exists():
+            return False
+        return not _pid_alive(int(pid_file.read_text()))
+
+    def _supervisor_log_tail(self, state_dir: Path, lines: int = 20) -> str:
+        log = state_dir / "supervisor.log"
+        if not log.exists():
+            return "the replica supervisor is not running"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+    def _replica_errors(self, state_dir: Path, dead: list[ReplicaObservation]) -> str:
+        logs = control.tail_logs(state_dir, lines=15)
+        parts = [f"{r.name} exited:\n{logs.get(r.name, '')}".rstrip() for r in dead]
+        return "\n\n".join(parts)
+
+    def delete_service(self, spec: ServiceSpec) -> None:
+        state_dir = self.state_dir(spec)
+        control.stop(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    def restart_service(self, spec: ServiceSpec) -> None:
+        state_dir = self.state_dir(spec)
+        if control.is_running(state_dir):
+            control.restart_dead(state_dir)
+        else:
+            self.deploy_service(spec)
+
+    def service_logs(self, spec: ServiceSpec, lines: int = 200) -> dict[str, str]:
+        return control.tail_logs(self.state_dir(spec), lines=lines)
+
+    def service_keys(self, spec: ServiceSpec) -> tuple[str, str]:
+        return spec.primary_key, spec.secondary_key
+
+    def regenerate_key(self, spec: ServiceSpec, key: KeyName) -> tuple[str, str]:
+        primary, secondary = spec.primary_key, spec.secondary_key
+        if key == "Primary":
+            primary = new_key()
+        else:
+            secondary = new_key()
+        state_dir = self.state_dir(spec)
+        if state_dir.exists():
+            # The front re-reads the key file when it changes: the old key stops working at once.
+            self._write_keys(state_dir, primary, secondary)
+        return primary, secondary
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by the worker that spawned it) counts as exited.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True

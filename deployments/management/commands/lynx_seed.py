@@ -1,0 +1,57 @@
+"""Demo data for a fresh install: an admin account, the demo model, the roles."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+
+from dashboard.roles import ROLES
+from deployments.models import RegisteredModel
+from deployments.services.models import model_register
+
+DEMO_MODEL_NAME = "digits"
+
+
+def build_demo_model(out: Path) -> Path:
+    """Train and export the demo model once per version of its recipe (in a subprocess: TensorFlow
+    stays out of this process)."""
+    recipe = Path(settings.BASE_DIR, "scoring", "demo_model.py").read_bytes()
+    target = out / hashlib.sha256(recipe).hexdigest()[:12]
+    if not (target / "model" / "saved_model.pb").exists():
+        subprocess.run([sys.executable, "-m", "scoring.demo_model", "build", "--out", str(target)], check=True)
+    return target
+
+
+class Command(BaseCommand):
+    help = "Create the admin account (LYNX_ADMIN_PASSWORD or a generated one, printed once) and register the demo model."
+
+    def handle(self, *args, **options) -> None:
+        for role in ROLES:
+            Group.objects.get_or_create(name=role)
+        users = get_user_model()
+        if not users.objects.filter(username="admin").exists():
+            password = os.environ.get("LYNX_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            users.objects.create_superuser("admin", "admin@localhost", password)
+            shown = "from LYNX_ADMIN_PASSWORD" if os.environ.get("LYNX_ADMIN_PASSWORD") else password
+            self.stdout.write(f"Created the admin account: user admin, password {shown} (shown once; keep it).")
+            (settings.VAR_DIR / "admin-created").write_text("")
+        if not RegisteredModel.objects.filter(name=DEMO_MODEL_NAME).exists():
+            self.stdout.write("Training the demo model (handwritten digits, a few seconds)...")
+            built = build_demo_model(settings.VAR_DIR / "cache" / "demo-model")
+            model = model_register(
+                user=None,
+                name=DEMO_MODEL_NAME,
+                source_dir=built / "model",
+                labels=(built / "labels.txt").read_text(),
+                description="A small CNN trained on scikit-learn's handwritten digits; takes JPEG/PNG bytes.",
+            )
+            self.stdout.write(f"Registered the demo model {model}.")

@@ -1,0 +1,277 @@
+"""Lynx's domain: compute targets, registered models, web services, operations and the audit log.
+
+Models hold fields, constraints and cheap properties. Every write goes through
+`deployments.services`; every status change through `deployments.services.transitions`.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from deployments.states import (
+    ACTIVE_OPERATION_STATES,
+    OperationState,
+    ProvisioningState,
+    ServiceState,
+)
+
+
+class Backend(models.TextChoices):
+    LOCAL = "local", "Local (this machine)"
+    AZUREML = "azureml", "Azure ML (AKS)"
+
+
+class Workspace(models.Model):
+    """An Azure ML workspace and the service principal Lynx signs in with (secret encrypted)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    subscription_id = models.CharField(max_length=64)
+    resource_group = models.CharField(max_length=90)
+    workspace_name = models.CharField(max_length=64)
+    tenant_id = models.CharField(max_length=64)
+    client_id = models.CharField(max_length=64)
+    client_secret_encrypted = models.TextField()
+    location = models.CharField(max_length=32, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_check_result = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Cluster(models.Model):
+    """A compute target: the local machine, or an AKS cluster in an Azure ML workspace."""
+
+    name = models.CharField(max_length=16)
+    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.LOCAL)
+    workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.PROTECT)
+    vm_size = models.CharField(max_length=64, blank=True)
+    node_count = models.PositiveIntegerField(default=1)
+    cluster_purpose = models.CharField(max_length=16, default="DevTest")
+    location = models.CharField(max_length=32, blank=True)
+    attach_resource_id = models.CharField(max_length=400, blank=True)
+    gpu_count = models.FloatField(default=0, help_text="GPUs per node, as the target reports them")
+    gpu_kind = models.CharField(max_length=64, blank=True)
+    provisioning_state = models.CharField(
+        max_length=16, choices=ProvisioningState.choices, default=ProvisioningState.CREATING
+    )
+    provisioning_errors = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="clusters")
+    created_at = models.DateTimeField(default=timezone.now)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # "Nothing forgotten running": tear down after a date, or after N idle hours.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    idle_teardown_hours = models.PositiveIntegerField(null=True, blank=True)
+    auto_teardown = models.BooleanField(default=False)
+    expiry_warned_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=~Q(provisioning_state=ProvisioningState.DELETED),
+                name="cluster_name_unique_while_alive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_local(self) -> bool:
+        return self.backend == Backend.LOCAL
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.gpu_count > 0
+
+
+class RegisteredModel(models.Model):
+    """One version of a registered model; registering the same name again adds a version, as Azure does."""
+
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    path = models.CharField(max_length=400, help_text="directory under LYNX_MODELS_DIR holding the model files")
+    framework = models.CharField(max_length=32, default="TensorFlow")
+    description = models.TextField(blank=True)
+    labels = models.TextField(blank=True, help_text="one class name per line")
+    signature = models.JSONField(default=dict, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="model_name_version_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def files_dir(self):
+        return settings.LYNX_MODELS_DIR / self.path
+
+
+class Deployment(models.Model):
+    """A web service: one model version served by an entry script on a cluster."""
+
+    name = models.CharField(max_length=32)
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="deployments")
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="deployments")
+    entry_script = models.TextField()
+    environment_yaml = models.TextField()
+    gpu_enabled = models.BooleanField(default=False)
+    gpu_cores = models.PositiveIntegerField(default=0)
+    replicas = models.PositiveIntegerField(default=1)
+    cpu_cores = models.FloatField(default=1.0)
+    memory_gb = models.FloatField(default=1.0)
+    autoscale_enabled = models.BooleanField(default=False)
+    autoscale_min_replicas = models.PositiveIntegerField(default=1)
+    autoscale_max_replicas = models.PositiveIntegerField(default=1)
+    autoscale_target_utilization = models.PositiveIntegerField(default=70)
+    max_batch_size = models.PositiveIntegerField(default=32)
+    max_batch_wait_ms = models.PositiveIntegerField(default=5)
+    state = models.CharField(max_length=16, choices=ServiceState.choices, default=ServiceState.TRANSITIONING)
+    error = models.TextField(blank=True)
+    scoring_uri = models.CharField(max_length=400, blank=True)
+    swagger_uri = models.CharField(max_length=400, blank=True)
+    primary_key_encrypted = models.TextField(blank=True)
+    secondary_key_encrypted = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="deployments"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    last_scored_at = models.DateTimeField(null=True, blank=True)
+    stats = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=~Q(state=ServiceState.DELETED), name="deployment_name_unique_while_alive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OperationKind(models.TextChoices):
+    CLUSTER_PROVISION = "cluster_provision", "Provision cluster"
+    CLUSTER_DELETE = "cluster_delete", "Delete cluster"
+    SERVICE_DEPLOY = "service_deploy", "Deploy service"
+    SERVICE_UPDATE = "service_update", "Update service"
+    SERVICE_DELETE = "service_delete", "Delete service"
+
+
+class Operation(models.Model):
+    """Every long-running action: recorded when asked, advanced by workers in short steps."""
+
+    kind = models.CharField(max_length=32, choices=OperationKind.choices)
+    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="operations")
+    deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.PROTECT, related_name="operations"
+    )
+    resource_name = models.CharField(max_length=64)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by_name = models.CharField(max_length=150)
+    state = models.CharField(max_length=16, choices=OperationState.choices, default=OperationState.QUEUED)
+    phase = models.CharField(max_length=32, default="submit")
+    progress = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    steps = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="times a worker was handed this operation")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "lease_until"])]
+        constraints = [
+            # One operation at a time per resource: acting on a resource mid-operation is refused.
+            models.UniqueConstraint(
+                fields=["deployment"],
+                condition=Q(state__in=ACTIVE_OPERATION_STATES, deployment__isnull=False),
+                name="one_active_operation_per_deployment",
+            ),
+            models.UniqueConstraint(
+                fields=["cluster"],
+                condition=Q(state__in=ACTIVE_OPERATION_STATES, deployment__isnull=True, cluster__isnull=False),
+                name="one_active_operation_per_cluster",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.resource_name}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (OperationState.SUCCEEDED, OperationState.FAILED)
+
+    @property
+    def duration(self):
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class OperationLine(models.Model):
+    """One progress line, as wait_for_deployment(show_output=True) would print it."""
+
+    operation = models.ForeignKey(Operation, on_delete=models.CASCADE, related_name="lines")
+    created_at = models.DateTimeField(default=timezone.now)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+
+
+class AuditEvent(models.Model):
+    """Append-only: who did what, when, before and after. Names are copied so the row outlives the resource."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # No database FK: deleting a user must never touch the audit trail.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=150, help_text="'system' for the reconciler and schedules")
+    action = models.CharField(max_length=64, db_index=True)
+    resource_type = models.CharField(max_length=32)
+    resource_id = models.BigIntegerField(null=True, blank=True)
+    resource_name = models.CharField(max_length=64)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["resource_type", "resource_id"]),
+            models.Index(fields=["actor_name", "created_at"]),
+        ]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("audit events are append-only")

@@ -1,0 +1,77 @@
+"""Registering model versions: files copied under LYNX_MODELS_DIR, laid out as Azure lays them out."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from deployments.models import RegisteredModel
+
+from .audit import audit_record
+
+
+def _tree_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def model_register(
+    *,
+    user: AbstractBaseUser | None,
+    name: str,
+    source_dir: Path,
+    labels: str = "",
+    description: str = "",
+    signature: dict | None = None,
+    framework: str = "TensorFlow",
+) -> RegisteredModel:
+    """Register the files in `source_dir` as the next version of `name` (as Model.register does).
+
+    The files land in `<models>/<name>/<version>/<name>/`, so the entry script finds them at
+    `$AZUREML_MODEL_DIR/<name>`, as on AKS.
+    """
+    staging = settings.LYNX_MODELS_DIR / ".staging" / uuid.uuid4().hex / name
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source_dir, staging)
+    if labels:
+        (staging / "labels.txt").write_text(labels.strip() + "\n")
+    size = _tree_size(staging)
+    try:
+        for _ in range(5):  # two people registering the same name at once: retry on the next version
+            version = (RegisteredModel.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0) + 1
+            target = settings.LYNX_MODELS_DIR / name / str(version) / name
+            try:
+                with transaction.atomic():
+                    model = RegisteredModel.objects.create(
+                        name=name,
+                        version=version,
+                        path=f"{name}/{version}/{name}",
+                        framework=framework,
+                        description=description,
+                        labels=labels.strip(),
+                        signature=signature or {},
+                        size_bytes=size,
+                        registered_by=user if user is not None and user.is_authenticated else None,
+                    )
+                    # We hold this version's row: files already there are an orphan of a
+                    # registration whose database write was lost (or a reset database).
+                    shutil.rmtree(target.parent, ignore_errors=True)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    staging.rename(target)
+                    audit_record(
+                        actor=user,
+                        action="model.register",
+                        resource=model,
+                        after={"name": name, "version": version, "size_bytes": size},
+                    )
+                return model
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not find a free version number for {name}")
+    finally:
+        shutil.rmtree(staging.parent, ignore_errors=True)

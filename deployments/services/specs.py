@@ -1,0 +1,90 @@
+"""Turn rows into the plain specs backends take, and pick the backend for a cluster."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from django.conf import settings
+
+from deployments.backends.base import Backend, ClusterSpec, ServiceSpec, WorkspaceSpec
+from deployments.crypto import decrypt
+from deployments.models import Backend as BackendKind
+from deployments.models import Cluster, Deployment, Workspace
+
+
+def workspace_spec(workspace: Workspace) -> WorkspaceSpec:
+    return WorkspaceSpec(
+        subscription_id=workspace.subscription_id,
+        resource_group=workspace.resource_group,
+        workspace_name=workspace.workspace_name,
+        tenant_id=workspace.tenant_id,
+        client_id=workspace.client_id,
+        client_secret=decrypt(workspace.client_secret_encrypted),
+    )
+
+
+def cluster_spec(cluster: Cluster) -> ClusterSpec:
+    return ClusterSpec(
+        name=cluster.name,
+        vm_size=cluster.vm_size,
+        node_count=cluster.node_count,
+        cluster_purpose=cluster.cluster_purpose,
+        location=cluster.location,
+        attach_resource_id=cluster.attach_resource_id,
+        workspace=workspace_spec(cluster.workspace) if cluster.workspace_id else None,
+    )
+
+
+def materialize(deployment: Deployment, filename: str, text: str) -> Path:
+    """Write a deployment's entry script or environment where replicas can read it.
+
+    Content-addressed, so a rolling update gets a new file while old replicas keep theirs.
+    """
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = settings.VAR_DIR / "scripts" / f"{deployment.pk}-{digest}" / filename
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
+
+
+def service_spec(deployment: Deployment) -> ServiceSpec:
+    materialize(deployment, "environment.yml", deployment.environment_yaml)
+    return ServiceSpec(
+        name=deployment.name,
+        cluster=cluster_spec(deployment.cluster),
+        model_name=deployment.model.name,
+        model_version=deployment.model.version,
+        model_path=deployment.model.files_dir,
+        entry_script=materialize(deployment, "score.py", deployment.entry_script),
+        environment_yaml=deployment.environment_yaml,
+        gpu_enabled=deployment.gpu_enabled,
+        gpu_cores=deployment.gpu_cores,
+        replicas=deployment.replicas,
+        cpu_cores=deployment.cpu_cores,
+        memory_gb=deployment.memory_gb,
+        autoscale_enabled=deployment.autoscale_enabled,
+        autoscale_min_replicas=deployment.autoscale_min_replicas,
+        autoscale_max_replicas=deployment.autoscale_max_replicas,
+        autoscale_target_utilization=deployment.autoscale_target_utilization,
+        primary_key=decrypt(deployment.primary_key_encrypted),
+        secondary_key=decrypt(deployment.secondary_key_encrypted),
+        max_batch_size=deployment.max_batch_size,
+        max_batch_wait_ms=deployment.max_batch_wait_ms,
+    )
+
+
+def backend_for(cluster: Cluster) -> Backend:
+    """The backend that talks to this cluster's target. Imports the Azure SDK only when needed."""
+    if cluster.backend == BackendKind.LOCAL:
+        from deployments.backends.local import LocalBackend
+
+        return LocalBackend(settings.LYNX_LOCAL_DIR)
+    if cluster.backend == BackendKind.AZUREML:
+        from deployments.backends.azureml import AzureMLBackend
+
+        return AzureMLBackend(workspace_spec(cluster.workspace))
+    raise ValueError(f"unknown backend {cluster.backend!r}")

