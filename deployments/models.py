@@ -152,6 +152,7 @@ class Deployment(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     last_scored_at = models.DateTimeField(null=True, blank=True)
     stats = models.JSONField(default=dict, blank=True)
+    revision = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["-created_at"]
@@ -275,3 +276,66 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("audit events are append-only")
+
+
+class VmPrice(models.Model):
+    """The price table: what an hour of one node of a VM size costs. Admins edit it.
+
+    Seeded from Azure's East US pay-as-you-go list; `local` is this machine, free unless an
+    admin sets a price.
+    """
+
+    vm_size = models.CharField(max_length=64, unique=True)
+    vcpus = models.PositiveIntegerField(default=0)
+    memory_gb = models.FloatField(default=0)
+    gpu_count = models.FloatField(default=0)
+    gpu_kind = models.CharField(max_length=64, blank=True)
+    price_per_hour = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    currency = models.CharField(max_length=3, default="USD")
+    retired_on = models.DateField(null=True, blank=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["vm_size"]
+
+    def __str__(self) -> str:
+        return self.vm_size
+
+
+class DeploymentRevision(models.Model):
+    """A deployment's configuration as it was deployed; rollback redeploys one without retyping it."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="+")
+    entry_script = models.TextField()
+    environment_yaml = models.TextField()
+    config = models.JSONField(default=dict)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["deployment", "-number"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "number"], name="revision_number_unique")]
+
+
+class ScoringRun(models.Model):
+    """One test-scoring request sent from the dashboard, kept for the deployment's page."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="scoring_runs")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    user_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    image_name = models.CharField(max_length=255, blank=True)
+    image_format = models.CharField(max_length=16, blank=True)
+    thumbnail = models.BinaryField(blank=True, default=b"", help_text="a small PNG of what was sent")
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    top_classes = models.JSONField(default=list, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]

@@ -109,7 +109,10 @@ def demo_model_files() -> Path:
 
 
 @pytest.fixture
-def demo_model(db, demo_model_files: Path):
+def demo_model(request: pytest.FixtureRequest, demo_model_files: Path):
+    """The demo model registered as digits:1 (in whichever database mode the test uses)."""
+    transactional = {"transactional_db", "live_server", "celery_processes"} & set(request.fixturenames)
+    request.getfixturevalue("transactional_db" if transactional else "db")
     from deployments.services.models import model_register
 
     return model_register(
@@ -220,3 +223,11 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.3, message: str
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {message}")
+
+
+def digit_images(label: int, count: int = 5, fmt: str = "PNG") -> list[bytes]:
+    """Held-out handwritten digits of one class, encoded as a client would send them."""
+    from scoring.demo_model import load_split, render_digit
+
+    _, _, x_test, y_test = load_split()
+    return [render_digit(x, fmt=fmt) for x in x_test[y_test == label][:count]]

@@ -6,10 +6,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
 from deployments.crypto import encrypt, new_key
-from deployments.models import Cluster, Deployment, Operation, OperationKind, RegisteredModel
+from deployments.models import Cluster, Deployment, DeploymentRevision, Operation, OperationKind, RegisteredModel
 from deployments.states import ProvisioningState, ServiceState
 
-from .audit import audit_record
+from .audit import actor_name, audit_record
 from .operations import Refused, operation_by_idempotency_key, operation_start
 from .transitions import deployment_transition
 
@@ -36,6 +36,20 @@ def deployment_config(deployment: Deployment) -> dict:
         "model": str(deployment.model),
         **{field: getattr(deployment, field) for field in CONFIG_FIELDS},
     }
+
+
+def revision_record(*, deployment: Deployment, user: AbstractBaseUser | None) -> DeploymentRevision:
+    """Keep the configuration being deployed, so it can be rolled back to without retyping it."""
+    return DeploymentRevision.objects.create(
+        deployment=deployment,
+        number=deployment.revision,
+        model=deployment.model,
+        entry_script=deployment.entry_script,
+        environment_yaml=deployment.environment_yaml,
+        config={field: getattr(deployment, field) for field in CONFIG_FIELDS},
+        created_by=user if user is not None and user.is_authenticated else None,
+        created_by_name=actor_name(user),
+    )
 
 
 def deployment_create(
@@ -74,6 +88,7 @@ def deployment_create(
                 secondary_key_encrypted=encrypt(new_key()) if cluster.is_local else "",
                 **config,
             )
+            revision_record(deployment=deployment, user=user)
             audit_record(actor=user, action="deployment.create", resource=deployment, after=deployment_config(deployment))
             return operation_start(
                 kind=OperationKind.SERVICE_DEPLOY, user=user, deployment=deployment, cluster=cluster,
