@@ -10,6 +10,10 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 
+# Playwright's sync API keeps an asyncio loop running in this thread; the test's own ORM calls
+# are still synchronous, which Django would otherwise refuse (the documented workaround).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator:

@@ -1,0 +1,1 @@
+"""Test scoring and the local replica runtime. Nothing here imports Django."""

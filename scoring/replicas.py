@@ -1,0 +1,287 @@
+"""Replica processes: each is Microsoft's inference server (gunicorn + azureml_inference_server_http) on an
+internal loopback port, running the deployment's entry script against the model laid out as AKS does it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .netutil import free_port
+
+GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
+SERVER_APP = "azureml_inference_server_http.server.entry:app"
+GRACEFUL_TIMEOUT_S = 10
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+# Environment variables a replica must not inherit from whoever started the supervisor (a Celery worker has
+# the database URL and Django's secrets): user code runs in the replica.
+_SECRET_MARKERS = ("SECRET", "PASSWORD", "TOKEN", "CREDENTIAL", "_KEY", "DATABASE_URL", "REDIS_URL", "BROKER")
+_DROPPED_PREFIXES = ("LYNX_", "DJANGO_", "CELERY_", "AZUREML_", "AML_")
+
+
+class SpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What one generation of replicas runs: the CLI flags, or the fields of desired.json."""
+
+    entry_script: str
+    model_path: str
+    model_name: str
+    model_version: str
+    replicas: int = 1
+    max_batch_size: int = 1
+    max_batch_wait_ms: int = 5
+    ready_timeout_s: float = 120.0
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        entry_script: str | os.PathLike,
+        model_path: str | os.PathLike,
+        model_name: str | None = None,
+        model_version: str | int | None = None,
+        replicas: int = 1,
+        max_batch_size: int = 1,
+        max_batch_wait_ms: int = 5,
+        ready_timeout_s: float = 120.0,
+    ) -> ReplicaSpec:
+        """Validate and normalise (absolute paths, default name = basename of the model, version 1)."""
+        script = Path(entry_script).expanduser().resolve()
+        model = Path(model_path).expanduser().resolve()
+        if not script.is_file():
+            raise SpecError(f"entry script not found: {script}")
+        if not model.exists():
+            raise SpecError(f"model not found: {model}")
+        name = str(model_name) if model_name else model.name
+        version = str(model_version) if model_version not in (None, "") else "1"
+        for label, value in (("model name", name), ("model version", version)):
+            if not _SAFE_NAME.match(value):
+                raise SpecError(f"{label} {value!r} must be letters, digits, '.', '_' or '-'")
+        for label, value, low in (
+            ("replicas", replicas, 1),
+            ("max_batch_size", max_batch_size, 1),
+            ("max_batch_wait_ms", max_batch_wait_ms, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise SpecError(f"{label} must be an integer >= {low}, not {value!r}")
+        if replicas > 32:
+            raise SpecError("replicas must be at most 32")
+        if not float(ready_timeout_s) > 0:
+            raise SpecError("ready_timeout_s must be positive")
+        return cls(
+            str(script),
+            str(model),
+            name,
+            version,
+            replicas,
+            max_batch_size,
+            max_batch_wait_ms,
+            float(ready_timeout_s),
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Any) -> ReplicaSpec:
+        if not isinstance(data, dict):
+            raise SpecError("desired state must be a JSON object")
+        known = {"entry_script", "model_path", "model_name", "model_version", "replicas", "max_batch_size"}
+        known |= {"max_batch_wait_ms", "ready_timeout_s"}
+        missing = {"entry_script", "model_path"} - data.keys()
+        if missing:
+            raise SpecError(f"desired state lacks {', '.join(sorted(missing))}")
+        return cls.build(**{key: value for key, value in data.items() if key in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def threads(self) -> int:
+        # Enough threads for a full micro-batch to gather, and a few for health probes next to a busy model.
+        return min(32, max(4, self.max_batch_size + 2))
+
+
+def lay_out_model(state_dir: Path, spec: ReplicaSpec) -> Path:
+    """Link the model where AKS mounts it: <state>/azureml-models/<name>/<version>/<basename>. Returns the
+    AZUREML_MODEL_DIR (the version folder)."""
+    version_dir = state_dir / "azureml-models" / spec.model_name / spec.model_version
+    version_dir.mkdir(parents=True, exist_ok=True)
+    link = version_dir / Path(spec.model_path).name
+    if link.is_symlink() and os.readlink(link) == spec.model_path:
+        return version_dir
+    if link.exists() and not link.is_symlink():
+        raise SpecError(f"{link} exists and is not a link this runtime made")
+    # Replace atomically: replicas of the serving generation may still be reading through the old link.
+    temp = version_dir / f".{link.name}.{os.getpid()}.tmp"
+    if temp.is_symlink():
+        temp.unlink()
+    os.symlink(spec.model_path, temp)
+    os.replace(temp, link)
+    return version_dir
+
+
+def replica_environment(base: dict[str, str], *, state_dir: Path, model_dir: Path, spec: ReplicaSpec) -> dict:
+    env = {
+        name: value
+        for name, value in base.items()
+        if not name.startswith(_DROPPED_PREFIXES)
+        and not any(marker in name.upper() for marker in _SECRET_MARKERS)
+    }
+    env.update(
+        {
+            # The inference server reads these when it is imported: they must be in the environment at exec.
+            "AZUREML_MODEL_DIR": str(model_dir),
+            "AML_APP_ROOT": str(state_dir),
+            "AZUREML_ENTRY_SCRIPT": spec.entry_script,
+            # As on Azure, modules next to the entry script are importable.
+            "AZUREML_SOURCE_DIRECTORY": str(Path(spec.entry_script).parent),
+            "LYNX_MAX_BATCH_SIZE": str(spec.max_batch_size),
+            "LYNX_MAX_BATCH_WAIT_MS": str(spec.max_batch_wait_ms),
+            "SERVICE_NAME": spec.model_name,
+            "TF_CPP_MIN_LOG_LEVEL": base.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent(parent_pid: int):
+    def preexec() -> None:
+        # Runs in the child between fork and exec. SIGTERM lets gunicorn stop its worker cleanly.
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class Replica:
+    """One replica process and what the supervisor knows about it."""
+
+    def __init__(self, *, index: int, generation: int, spec: ReplicaSpec, env: dict, state_dir: Path) -> None:
+        self.index = index
+        self.name = f"replica-{index}"
+        self.generation = generation
+        self.spec = spec
+        self.env = env
+        self.state_dir = state_dir
+        self.log_path = state_dir / "logs" / f"{self.name}.log"
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.state = "starting"
+        self.restarts = 0
+        self.exit_code: int | None = None
+        self.started_at = 0.0
+        self.ready_at: float | None = None
+        self.probe_failures = 0
+        self.in_flight = 0
+        self.requests = 0
+        self.stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        """Start (or restart) the process on a fresh internal port."""
+        self.port = free_port()
+        self.state, self.exit_code, self.ready_at, self.probe_failures = "starting", None, None, 0
+        self.stopping = False
+        command = [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"127.0.0.1:{self.port}",
+            "--workers", "1",
+            "--threads", str(self.spec.threads),
+            "--timeout", "300",
+            "--graceful-timeout", str(GRACEFUL_TIMEOUT_S),
+            # Longer than the proxy's pool keep-alive, so the proxy always closes an idle connection first
+            # and never sends a request on a socket the replica is closing.
+            "--keep-alive", "75",
+            "--no-control-socket",
+            "--config", str(GUNICORN_CONF),
+            SERVER_APP,
+        ]  # fmt: skip
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            log.write(f"--- {stamp} lynx: starting {self.name} (restart {self.restarts}) ---\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=self.env,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        self.started_at = time.time()
+
+    def poll(self) -> int | None:
+        return self.process.poll() if self.process else 0
+
+    def terminate(self) -> None:
+        self.stopping = True
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+
+    def processes(self) -> list[psutil.Process]:
+        """The arbiter and its workers, while they run."""
+        if not self.process or self.process.poll() is not None:
+            return []
+        try:
+            arbiter = psutil.Process(self.process.pid)
+            return [arbiter, *arbiter.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def describe(self, processes: list[psutil.Process] | None = None) -> dict[str, Any]:
+        processes = self.processes() if processes is None else processes
+        rss = 0
+        for process in processes:
+            try:
+                rss += process.memory_info().rss
+            except psutil.Error:
+                pass
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "worker_pids": [p.pid for p in processes[1:]],
+            "port": self.port,
+            "state": self.state,
+            "restarts": self.restarts,
+            "generation": self.generation,
+            "exit_code": self.exit_code,
+            "started_at": _iso(self.started_at),
+            "ready_at": _iso(self.ready_at),
+            "rss_bytes": rss,
+            "requests": self.requests,
+            "in_flight": self.in_flight,
+            "log": str(self.log_path),
+        }
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if not timestamp:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"

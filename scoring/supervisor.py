@@ -1,0 +1,386 @@
+"""The supervisor: one front proxy, R replica processes, status.json, and signals from Lynx.
+
+Replica states: "starting" (alive, not answering its health probe yet, or not any more), "ready" (its
+`GET /` answers 200; it gets traffic), "dead" (its process exited). Dead replicas are restarted only on
+SIGUSR1: Lynx's reconciler sees "dead" first, marks the service Unhealthy, then asks. SIGUSR2 rolls to
+desired.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+from .fsutil import atomic_write_json, read_json
+from .keys import KeyStore
+from .proxy import FrontProxy
+from .replicas import GRACEFUL_TIMEOUT_S, Replica, ReplicaSpec, SpecError, lay_out_model, replica_environment
+from .state_dir import DESIRED_FILE, EXIT_OK, EXIT_PORT_IN_USE, STATUS_FILE
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 1.0
+READY_PROBE_INTERVAL_S = 1.0
+UNREADY_AFTER_FAILURES = 3
+DRAIN_TIMEOUT_S = 30.0
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Supervisor:
+    def __init__(
+        self, *, state_dir: Path, port: int, spec: ReplicaSpec, model_dir: Path, keys: KeyStore
+    ) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.spec = spec
+        self.model_dir = model_dir  # AZUREML_MODEL_DIR of the serving generation, laid out by the caller
+        self.state = "starting"
+        self.started_at = _now_iso()
+        self.generation = 0
+        self.serving: list[Replica] = []  # the generation that gets traffic
+        self.incoming: list[Replica] = []  # a rollout's new generation, until it is ready
+        self.failed: list[Replica] = []  # the last rollout's replicas when it failed (for their logs)
+        self.retiring: list[Replica] = []  # the previous generation, draining after a switch
+        self.rollout: dict[str, Any] = {}
+        self.proxy = FrontProxy(keys=keys, ready_replicas=lambda: self._ready)
+        self._ready: tuple[Replica, ...] = ()
+        self._generations = itertools.count(1)
+        self._indexes = itertools.count(0)
+        self._tasks: set[asyncio.Task] = set()
+        self._initial: asyncio.Task | None = None
+        self._roll_task: asyncio.Task | None = None
+        self._roll_requested = False
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._probes: aiohttp.ClientSession | None = None
+        self._me = psutil.Process()
+
+    @property
+    def scoring_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/score"
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self._on_stop, signum)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_restart_dead)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_roll)
+        try:
+            await self.proxy.start("127.0.0.1", self.port)
+        except OSError as error:
+            logger.error("cannot listen on 127.0.0.1:%s: %s", self.port, error.strerror or error)
+            return EXIT_PORT_IN_USE
+        self._probes = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(force_close=True),
+        )
+        print(self.scoring_uri, flush=True)
+        self.state = "running"
+        writer = asyncio.get_running_loop().create_task(self._write_status_loop())
+        self._initial = self._spawn(self._start_initial_generation())
+        await self._stop.wait()
+        await self._shutdown()
+        await writer  # it sees state "stopped", writes once more and returns
+        logger.info("stopped")
+        return EXIT_OK
+
+    # ---- signals -------------------------------------------------------------------------------------------
+
+    def _on_stop(self, signum: int) -> None:
+        logger.info("%s: stopping", signal.Signals(signum).name)
+        self._stop.set()
+
+    def _on_restart_dead(self) -> None:
+        if self._stop.is_set():
+            return
+        dead = [r for r in self.serving if r.state == "dead"]
+        logger.info("SIGUSR1: restarting %s", ", ".join(r.name for r in dead) or "nothing (no dead replica)")
+        for replica in dead:
+            replica.restarts += 1
+            self._launch(replica)
+
+    def _on_roll(self) -> None:
+        if self._stop.is_set():
+            return
+        logger.info("SIGUSR2: rolling to %s", DESIRED_FILE)
+        self._roll_requested = True  # several signals during one rollout coalesce into one more rollout
+        if self._roll_task is None:
+            self._roll_task = self._spawn(self._roll_loop())
+
+    # ---- replicas ------------------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _changed_now(self) -> None:
+        self._ready = tuple(r for r in self.serving if r.state == "ready")
+        rollout = self.rollout
+        if (
+            rollout.get("state") == "failed"
+            and rollout.get("generation") == self.generation
+            and len(self._ready) == len(self.serving) > 0
+        ):
+            # The serving generation's own start failed (slow, or a replica died) and has since recovered:
+            # all ready after all, or dead ones restarted by SIGUSR1.
+            self._finish_rollout(rollout, None)
+        self._changed.set()
+
+    def _new_generation(self, spec: ReplicaSpec, model_dir: Path, generation: int) -> list[Replica]:
+        env = replica_environment(dict(os.environ), state_dir=self.state_dir, model_dir=model_dir, spec=spec)
+        return [
+            Replica(
+                index=next(self._indexes), generation=generation, spec=spec, env=env, state_dir=self.state_dir
+            )
+            for _ in range(spec.replicas)
+        ]
+
+    def _launch(self, replica: Replica) -> None:
+        try:
+            replica.start()
+        except OSError as error:
+            logger.error("%s: cannot start: %s", replica.name, error)
+            replica.state, replica.exit_code = "dead", None
+            self._changed_now()
+            return
+        logger.info("%s: started, pid %s, port %s", replica.name, replica.pid, replica.port)
+        self._changed_now()
+        self._spawn(self._watch(replica, replica.process))
+
+    async def _watch(self, replica: Replica, process) -> None:
+        """Follow one process of a replica until it exits: health probes, and "dead" when it is gone."""
+        probe: asyncio.Task | None = None
+        next_probe = 0.0
+        while replica.process is process:
+            code = process.poll()
+            if code is not None:
+                if replica.state != "dead":
+                    replica.state, replica.exit_code = "dead", code
+                    log = logger.info if replica.stopping else logger.warning
+                    log("%s: exited with code %s", replica.name, code)
+                    self._changed_now()
+                break
+            if probe is None and time.monotonic() >= next_probe and not replica.stopping:
+                probe = asyncio.get_running_loop().create_task(self._probe(replica.port))
+            if probe is not None and probe.done():
+                self._record_probe(replica, probe.result())
+                probe = None
+                next_probe = time.monotonic() + (READY_PROBE_INTERVAL_S if replica.state == "ready" else 0.0)
+            await asyncio.sleep(0.1 if replica.state == "starting" else 0.25)
+        if probe is not None:
+            probe.cancel()
+
+    async def _probe(self, port: int) -> bool:
+        try:
+            async with self._probes.get(f"http://127.0.0.1:{port}/") as response:
+                await response.read()
+                return response.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    def _record_probe(self, replica: Replica, healthy: bool) -> None:
+        if healthy:
+            replica.probe_failures = 0
+            if replica.state == "starting":
+                replica.state, replica.ready_at = "ready", time.time()
+                logger.info("%s: ready after %.1f s", replica.name, replica.ready_at - replica.started_at)
+                self._changed_now()
+            return
+        replica.probe_failures += 1
+        if replica.state == "ready" and replica.probe_failures >= UNREADY_AFTER_FAILURES:
+            logger.warning(
+                "%s: %s failed health probes, out of rotation", replica.name, replica.probe_failures
+            )
+            replica.state = "starting"
+            self._changed_now()
+
+    async def _wait_ready(self, replicas: list[Replica], timeout_s: float) -> str | None:
+        """None once every replica is ready; otherwise why not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            dead = [r for r in replicas if r.state == "dead"]
+            if dead:
+                r = dead[0]
+                return f"{r.name} exited with code {r.exit_code} before it was ready; see {r.log_path}"
+            if all(r.state == "ready" for r in replicas):
+                return None
+            if time.monotonic() >= deadline:
+                return f"replicas not ready after {timeout_s:g} s"
+            await asyncio.sleep(0.1)
+
+    async def _stop_replicas(self, replicas: list[Replica]) -> None:
+        for replica in replicas:
+            replica.terminate()
+        deadline = time.monotonic() + GRACEFUL_TIMEOUT_S + 5
+        while any(r.poll() is None for r in replicas) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for replica in replicas:
+            if replica.poll() is None:
+                logger.warning("%s: did not stop in time, killing it", replica.name)
+                replica.kill()
+        while any(r.poll() is None for r in replicas):
+            await asyncio.sleep(0.05)
+        for replica in replicas:
+            if replica.state != "dead":
+                replica.state, replica.exit_code = "dead", replica.poll()
+                logger.info("%s: stopped (exit code %s)", replica.name, replica.exit_code)
+        self._changed_now()
+
+    # ---- generations and rollouts --------------------------------------------------------------------------
+
+    def _begin_rollout(self, generation: int, request_id: str | None) -> dict[str, Any]:
+        self.failed = []
+        self.rollout = {
+            "generation": generation,
+            "state": "in_progress",
+            "error": None,
+            "request_id": request_id,
+            "started_at": _now_iso(),
+            "finished_at": None,
+        }
+        self._changed.set()
+        return self.rollout
+
+    def _finish_rollout(self, rollout: dict[str, Any], error: str | None) -> None:
+        rollout.update(state="failed" if error else "succeeded", error=error, finished_at=_now_iso())
+        if error:
+            logger.error("rollout to generation %s failed: %s", rollout["generation"], error)
+        else:
+            logger.info("rollout to generation %s succeeded", rollout["generation"])
+        self._changed.set()
+
+    async def _start_initial_generation(self) -> None:
+        generation = next(self._generations)
+        rollout = self._begin_rollout(generation, None)
+        self.serving = self._new_generation(self.spec, self.model_dir, generation)
+        self.generation = generation
+        for replica in self.serving:
+            self._launch(replica)
+        # Nothing to fall back to: replicas that fail stay "dead" for Lynx to see and restart.
+        self._finish_rollout(rollout, await self._wait_ready(self.serving, self.spec.ready_timeout_s))
+
+    async def _roll_loop(self) -> None:
+        try:
+            if self._initial is not None:
+                await asyncio.wait([self._initial])
+            while self._roll_requested and not self._stop.is_set():
+                self._roll_requested = False
+                try:
+                    await self._roll_once()
+                except Exception as error:  # a bug must not leave the rollout "in_progress" for ever
+                    logger.exception("rollout crashed")
+                    if self.rollout.get("state") == "in_progress":
+                        self._finish_rollout(self.rollout, f"internal error: {error!r}")
+        finally:
+            self._roll_task = None
+
+    async def _roll_once(self) -> None:
+        """Start the new generation, wait until it is ready, switch traffic, then drain and stop the old."""
+        desired = read_json(self.state_dir / DESIRED_FILE)
+        request_id = desired.get("request_id") if isinstance(desired, dict) else None
+        generation = next(self._generations)
+        rollout = self._begin_rollout(generation, request_id)
+        try:
+            spec = ReplicaSpec.from_mapping(desired)
+            model_dir = lay_out_model(self.state_dir, spec)
+        except (SpecError, OSError, TypeError) as error:
+            self._finish_rollout(rollout, f"invalid desired state: {error}")
+            return
+        incoming = self._new_generation(spec, model_dir, generation)
+        self.incoming = incoming
+        for replica in incoming:
+            self._launch(replica)
+        error = await self._wait_ready(incoming, spec.ready_timeout_s)
+        if error:
+            await self._stop_replicas(incoming)
+            self.incoming, self.failed = [], incoming
+            self._finish_rollout(rollout, error)
+            return
+
+        old, self.serving, self.incoming = self.serving, incoming, []
+        self.spec, self.model_dir, self.generation = spec, model_dir, generation
+        self.retiring = old
+        self._changed_now()  # the switch: from here on the proxy picks only new replicas
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while any(r.in_flight for r in old) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self._stop_replicas(old)
+        self.retiring = []
+        self._finish_rollout(rollout, None)
+
+    # ---- shutdown and status -------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        self.state = "stopping"
+        self._changed.set()
+        for task in (self._roll_task, self._initial):
+            if task is not None:
+                task.cancel()
+        await self.proxy.close()  # stop accepting; requests in flight get up to 5 s
+        await self._stop_replicas(self.serving + self.incoming + self.retiring)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._probes:
+            await self._probes.close()
+        self.state = "stopped"
+        self._changed.set()
+
+    async def _write_status_loop(self) -> None:
+        # Never cancelled: it returns after writing the "stopped" status. (On Python 3.11 a cancel arriving
+        # inside wait_for just as the awaited event fires is swallowed; that once hung the shutdown here.)
+        while True:
+            self._changed.clear()
+            self._write_status()
+            if self.state == "stopped":
+                return
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+                await asyncio.sleep(0.05)  # let a burst of changes settle into one write
+            except TimeoutError:
+                pass
+
+    def _write_status(self) -> None:
+        rollout = dict(self.rollout)
+        if self.incoming or self.failed:  # in progress, or failed: the new generation's replicas
+            rollout["replicas"] = [r.describe() for r in self.incoming or self.failed]
+        stats = self.proxy.stats.snapshot()
+        stats["supervisor_rss_bytes"] = self._me.memory_info().rss
+        status = {
+            "state": self.state,
+            "pid": os.getpid(),
+            "port": self.port,
+            "scoring_uri": self.scoring_uri,
+            "swagger_uri": f"http://127.0.0.1:{self.port}/swagger.json",
+            "started_at": self.started_at,
+            "updated_at": _now_iso(),
+            "generation": self.generation,
+            "spec": self.spec.to_dict(),
+            "model_dir": str(self.model_dir),
+            "desired_replicas": self.spec.replicas,
+            "ready_replicas": len(self._ready),
+            "replicas": [r.describe() for r in self.serving],
+            "retiring": [r.describe() for r in self.retiring],
+            "rollout": rollout,
+            "stats": stats,
+        }
+        try:
+            atomic_write_json(self.state_dir / STATUS_FILE, status)
+        except OSError as error:
+            logger.error("cannot write %s: %s", STATUS_FILE, error)

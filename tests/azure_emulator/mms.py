@@ -1,0 +1,548 @@
+"""The regional data plane: discovery, artifacts + blob storage, assets, models (MMS), services, scoring."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .http import Request, Response
+from .state import RegisteredModel, Service, iso_now, mms_error, new_key
+
+if TYPE_CHECKING:
+    from .emulator import AzureEmulator
+
+
+def discovery(emu: AzureEmulator, req: Request, _m: re.Match[str]) -> Response:
+    base = emu.base_url
+    return Response(
+        200,
+        {
+            name: base
+            for name in (
+                "api",
+                "catalog",
+                "experimentation",
+                "gallery",
+                "history",
+                "hyperdrive",
+                "labeling",
+                "modelmanagement",
+                "pipelines",
+                "studio",
+            )
+        },
+    )
+
+
+# --- artifacts and blob storage ------------------------------------------------------------------
+
+
+def artifacts_batch_metadata(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    origin, container = m["origin"], m["container"]
+    paths = [item["path"] for item in (req.json() or {}).get("paths", [])]
+    artifacts: dict[str, Any] = {}
+    content: dict[str, Any] = {}
+    for path in paths:
+        artifact_id = f"{origin}/{container}/{path}"
+        artifacts[path] = {
+            "artifactId": artifact_id,
+            "origin": origin,
+            "container": container,
+            "path": path,
+            "etag": str(uuid.uuid4()),
+            "createdTime": iso_now(),
+            "dataPath": None,
+        }
+        # Storage lives behind the intercepting proxy under Azure's own host name, because the
+        # vendored storage client rebuilds the account URL as https://{account}.blob.{suffix}.
+        blob = f"ExperimentRun/dcid.{container}/{path}"
+        content[path] = {
+            "contentUri": f"https://{emu.storage_account}.blob.core.windows.net/azureml/{blob}"
+            f"?sv=2019-07-07&sr=b&sig={uuid.uuid4().hex}&se=2099-01-01T00%3A00%3A00Z&sp=rcw",
+            "origin": origin,
+            "container": container,
+            "path": path,
+        }
+        emu.artifacts[artifact_id] = f"azureml/{blob}"
+    return Response(200, {"artifacts": artifacts, "artifactContentInformation": content, "errors": {}})
+
+
+def blob(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    path = req.path.lstrip("/")
+    comp = req.query.get("comp")
+    md5 = base64.b64encode(hashlib.md5(req.body).digest()).decode()
+    headers = {
+        "ETag": f'"0x{uuid.uuid4().hex[:15].upper()}"',
+        "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT",
+        "x-ms-request-server-encrypted": "true",
+        "x-ms-version": "2019-07-07",
+        "x-ms-request-id": str(uuid.uuid4()),
+    }
+    if req.method == "PUT" and comp == "block":
+        emu.blob_blocks.setdefault(path, {})[req.query["blockid"]] = req.body
+        return Response(201, None, headers={**headers, "Content-MD5": md5})
+    if req.method == "PUT" and comp == "blocklist":
+        ids = re.findall(rb"<(?:Latest|Committed|Uncommitted)>([^<]+)</", req.body)
+        blocks = emu.blob_blocks.pop(path, {})
+        emu.blobs[path] = b"".join(blocks[i.decode()] for i in ids)
+        return Response(201, None, headers=headers)
+    if req.method == "PUT":
+        emu.blobs[path] = req.body
+        return Response(201, None, headers={**headers, "Content-MD5": md5})
+    if req.method in ("GET", "HEAD") and path in emu.blobs:
+        return Response(200, emu.blobs[path], headers=headers, content_type="application/octet-stream")
+    return Response(404, b"<Error><Code>BlobNotFound</Code></Error>", content_type="application/xml")
+
+
+# --- assets and models -------------------------------------------------------------------------
+
+
+def asset_create(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    body = req.json() or {}
+    asset_id = uuid.uuid4().hex
+    asset = {
+        "id": asset_id,
+        "name": body.get("name"),
+        "type": None,
+        "description": body.get("description"),
+        "artifacts": body.get("artifacts", []),
+        "kvTags": body.get("kvTags") or {},
+        "properties": body.get("properties") or {},
+        "runid": body.get("runid"),
+        "meta": body.get("meta"),
+        "createdTime": iso_now(),
+    }
+    emu.assets[asset_id] = asset
+    return Response(200, asset)
+
+
+def asset_get(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    asset = emu.assets.get(m["id"])
+    return Response(200, asset) if asset else mms_error(404, "NotFound", f"Asset {m['id']} not found.")
+
+
+def model_json(model: RegisteredModel) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "name": model.name,
+        "version": model.version,
+        "framework": "Custom",
+        "frameworkVersion": None,
+        "datasets": [],
+        "url": model.url,
+        "mimeType": "application/octet-stream",
+        "description": model.description,
+        "createdTime": model.created_time,
+        "modifiedTime": model.created_time,
+        "unpack": False,
+        "parentModelId": None,
+        "runId": None,
+        "experimentName": None,
+        "kvTags": model.tags,
+        "properties": model.properties,
+        "derivedModelIds": None,
+        "sampleInputData": None,
+        "sampleOutputData": None,
+        "resourceRequirements": None,
+        "createdBy": {
+            "userObjectId": None,
+            "userPuId": None,
+            "userIdp": None,
+            "userAltSecId": None,
+            "userIss": None,
+            "userTenantId": None,
+            "userName": "lynx-emulator",
+        },
+    }
+
+
+def model_register(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    body = req.json() or {}
+    name = body["name"]
+    versions = [x.version for x in emu.models if x.name == name]
+    model = RegisteredModel(
+        name=name,
+        version=max(versions, default=0) + 1,
+        url=body.get("url", ""),
+        tags=body.get("kvTags") or {},
+        properties=body.get("properties") or {},
+        description=body.get("description"),
+        created_time=iso_now(),
+    )
+    emu.models.append(model)
+    emu.record("mms.model_register", model=model.id)
+    return Response(200, model_json(model))
+
+
+def _matches(wanted: str | None, have: dict[str, str]) -> bool:
+    for clause in filter(None, (wanted or "").split(",")):
+        key, _, value = clause.partition("=")
+        if key not in have or (value and have[key] != value):
+            return False
+    return True
+
+
+def model_query(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    q = req.query
+    found = [
+        x
+        for x in emu.models
+        if (not q.get("name") or x.name == q["name"])
+        and _matches(q.get("tags"), x.tags)
+        and _matches(q.get("properties"), x.properties)
+    ]
+    found.sort(key=lambda x: (x.created_time, x.version), reverse=True)
+    if q.get("count"):
+        found = found[: int(q["count"])]
+    return Response(200, {"value": [model_json(x) for x in found]})
+
+
+def model_get(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    for model in emu.models:
+        if model.id == m["id"]:
+            return Response(200, model_json(model))
+    return mms_error(404, "NotFound", f"Model with id {m['id']} not found in provided workspace.")
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+def _validation(message: str | None) -> Response:
+    return Response(200, {"error": {"message": message}} if message else {})
+
+
+def validate_name(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    if m["name"] in emu.services:
+        return _validation(
+            f"Service {m['name']} with the same name already exists, please use a different "
+            "service name or delete the existing service."
+        )
+    return _validation(None)
+
+
+def validate_resource(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    body = req.json() or {}
+    compute = emu.computes.get(body.get("computeName", ""))
+    if compute is None:
+        return _validation(f"Compute target {body.get('computeName')} not found in workspace.")
+    if compute.provisioning_state != "Succeeded":
+        return _validation(
+            f"Compute target {compute.name} is in state {compute.provisioning_state}; "
+            "deploy again when it has Succeeded."
+        )
+    return _validation(None)
+
+
+def validate(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    return _validation(None)
+
+
+def service_json(emu: AzureEmulator, svc: Service) -> dict[str, Any]:
+    p = svc.payload
+    model_ids = (p.get("environmentImageRequest") or {}).get("modelIds") or []
+    models = [model_json(x) for x in emu.models if x.id in model_ids]
+    return {
+        "id": svc.name,
+        "name": svc.name,
+        "description": p.get("description"),
+        "kvTags": p.get("kvTags") or {},
+        "properties": {**(p.get("properties") or {}), "hasInferenceSchema": "False"},
+        "operationId": svc.operation_id,
+        "state": svc.state,
+        "createdTime": svc.created_time,
+        "updatedTime": svc.updated_time or svc.created_time,
+        "error": svc.error,
+        "computeType": "AKS",
+        "imageId": None,
+        "imageDigest": None,
+        "createdBy": {"userName": "lynx-emulator"},
+        "appInsightsEnabled": p.get("appInsightsEnabled", False),
+        "authEnabled": p.get("authEnabled", True),
+        "aadAuthEnabled": p.get("aadAuthEnabled", False),
+        "autoScaler": p.get("autoScaler")
+        or {
+            "autoscaleEnabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 10,
+            "refreshPeriodInSeconds": 1,
+            "targetUtilization": 70,
+        },
+        "computeName": p.get("computeName"),
+        "containerResourceRequirements": p.get("containerResourceRequirements")
+        or {"cpu": 0.1, "cpuLimit": None, "memoryInGB": 0.5, "memoryInGBLimit": None, "gpu": 0, "fpga": 0},
+        "dataCollection": p.get("dataCollection") or {"eventHubEnabled": False, "storageEnabled": False},
+        "maxConcurrentRequestsPerContainer": p.get("maxConcurrentRequestsPerContainer", 1),
+        "maxQueueWaitMs": p.get("maxQueueWaitMs", 500),
+        "numReplicas": p.get("numReplicas"),
+        "scoringTimeoutMs": p.get("scoringTimeoutMs", 60000),
+        "scoringUri": emu.scoring_uri(svc.name),
+        "livenessProbeRequirements": p.get("livenessProbeRequirements")
+        or {
+            "failureThreshold": 3,
+            "successThreshold": 1,
+            "timeoutSeconds": 2,
+            "periodSeconds": 10,
+            "initialDelaySeconds": 310,
+        },
+        "models": models,
+        "environmentImageRequest": p.get("environmentImageRequest"),
+        "deploymentStatus": {
+            "desiredReplicas": p.get("numReplicas") or 1,
+            "updatedReplicas": 0 if svc.state == "Transitioning" else (p.get("numReplicas") or 1),
+            "availableReplicas": (p.get("numReplicas") or 1) if svc.state == "Healthy" else 0,
+            "error": svc.error,
+        },
+        "namespace": p.get("namespace") or f"azureml-{emu.workspace_name}",
+        "isDefault": None,
+        "trafficPercentile": None,
+        "type": None,
+    }
+
+
+def _gpu_shortfall(emu: AzureEmulator, payload: dict[str, Any]) -> str | None:
+    """Kubernetes' scheduler message when the pods ask for more GPUs than any node has."""
+    compute = emu.computes.get(payload.get("computeName", ""))
+    gpu = int(((payload.get("containerResourceRequirements") or {}).get("gpu")) or 0)
+    if compute is None or gpu == 0:
+        return None
+    per_node = emu.gpus_per_node(compute.vm_size)
+    if gpu <= per_node:
+        return None
+    return (
+        f"0/{compute.agent_count} nodes are available: {compute.agent_count} Insufficient nvidia.com/gpu. "
+        "preemption: 0/{0} nodes are available: {0} No preemption victims found for incoming pod.".format(
+            compute.agent_count
+        )
+    )
+
+
+def _unschedulable_error(name: str, message: str) -> dict[str, Any]:
+    return {
+        "code": "KubernetesDeploymentFailed",
+        "statusCode": 400,
+        "message": "Kubernetes Deployment failed",
+        "details": [
+            {
+                "code": "Unschedulable",
+                "message": f"{message}\nPlease check logs for your container "
+                f"instance: {name}. From the AML SDK, you can run print(service.get_logs()) if you have "
+                "service object to fetch the logs.",
+            }
+        ],
+    }
+
+
+def service_create(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    payload = req.json() or {}
+    name = payload.get("name", "")
+    if name in emu.services:
+        return mms_error(
+            409,
+            "Conflict",
+            f"Service {name} with the same name already exists, please use a "
+            "different service name or delete the existing service.",
+        )
+    compute = emu.computes.get(payload.get("computeName", ""))
+    if compute is None or compute.provisioning_state != "Succeeded":
+        return mms_error(
+            400,
+            "BadRequest",
+            "The request is invalid.",
+            [
+                {
+                    "code": "ComputeNotFound" if compute is None else "ComputeNotReady",
+                    "message": f"Compute {payload.get('computeName')} is not available for deployment.",
+                }
+            ],
+        )
+    keys = payload.get("keys") or {}
+    svc = Service(
+        name=name,
+        payload=payload,
+        created_time=iso_now(),
+        primary_key=keys.get("primaryKey") or new_key(),
+        secondary_key=keys.get("secondaryKey") or new_key(),
+    )
+    op = emu.new_operation("service", name, emu.service_deploy_seconds, "Deploy")
+    message = emu.faults.take_unschedulable(name) or _gpu_shortfall(emu, payload)
+    if message:
+        svc.begin(emu.service_deploy_seconds, op.id, "Unschedulable", _unschedulable_error(name, message))
+    else:
+        svc.begin(emu.service_deploy_seconds, op.id)
+    svc.log_lines += emu.boot_log(svc)
+    emu.services[name] = svc
+    emu.record("mms.service_create", service=name)
+    return Response(
+        202, {"operationId": op.id}, headers={"Operation-Location": f"{emu.mms_base(req)}/operations/{op.id}"}
+    )
+
+
+def _service_or_404(emu: AzureEmulator, name: str) -> Service | Response:
+    svc = emu.services.get(name)
+    if svc is None:
+        return mms_error(404, "NotFound", f"No service with name {name} found in provided workspace.")
+    return svc
+
+
+def _in_progress(svc: Service) -> Response:
+    return mms_error(
+        409,
+        "Conflict",
+        "Conflict",
+        [
+            {
+                "code": "OperationInProgress",
+                "message": f"An operation is already in progress on service '{svc.name}' "
+                f"(operation {svc.operation_id}); "
+                "wait for it to finish before starting another one.",
+            }
+        ],
+    )
+
+
+def service_list(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    compute_type = req.query.get("computeType")
+    items = [service_json(emu, s) for s in emu.services.values() if compute_type in (None, "AKS")]
+    return Response(200, {"value": items})
+
+
+def service_get(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    svc = _service_or_404(emu, m["name"])
+    return svc if isinstance(svc, Response) else Response(200, service_json(emu, svc))
+
+
+def service_patch(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    svc = _service_or_404(emu, m["name"])
+    if isinstance(svc, Response):
+        return svc
+    if svc.busy:
+        return _in_progress(svc)
+    for op in req.json() or []:
+        target: dict[str, Any] = svc.payload
+        parts = op["path"].strip("/").split("/")
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[parts[-1]] = op.get("value")
+    operation = emu.new_operation("service", svc.name, emu.service_deploy_seconds, "Update")
+    message = _gpu_shortfall(emu, svc.payload)
+    if message:
+        svc.begin(
+            emu.service_deploy_seconds, operation.id, "Unschedulable", _unschedulable_error(svc.name, message)
+        )
+    else:
+        svc.begin(emu.service_deploy_seconds, operation.id)
+    svc.log_lines.append(f"{iso_now()} | Update requested: {json.dumps(req.json())}")
+    return Response(
+        202, None, headers={"Operation-Location": f"{emu.mms_base(req)}/operations/{operation.id}"}
+    )
+
+
+def service_delete(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    svc = emu.services.get(m["name"])
+    if svc is None:
+        return Response(204)
+    if svc.busy:
+        return _in_progress(svc)
+    svc.deleting = True
+    svc.deadline = time.monotonic() + emu.delete_seconds
+    operation = emu.new_operation("service", svc.name, emu.delete_seconds, "Delete")
+    return Response(
+        202, None, headers={"Operation-Location": f"{emu.mms_base(req)}/operations/{operation.id}"}
+    )
+
+
+def service_keys(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    svc = _service_or_404(emu, m["name"])
+    if isinstance(svc, Response):
+        return svc
+    return Response(200, {"primaryKey": svc.primary_key, "secondaryKey": svc.secondary_key})
+
+
+def service_regen_keys(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    svc = _service_or_404(emu, m["name"])
+    if isinstance(svc, Response):
+        return svc
+    body = req.json() or {}
+    value = body.get("keyValue") or new_key()
+    if body.get("keyType") == "Primary":
+        svc.primary_key = value
+    elif body.get("keyType") == "Secondary":
+        svc.secondary_key = value
+    else:
+        return mms_error(400, "BadRequest", f"Invalid keyType {body.get('keyType')!r}.")
+    operation = emu.new_operation("keys", svc.name, 0.0, "RegenerateKeys")
+    return Response(
+        202, None, headers={"Operation-Location": f"{emu.mms_base(req)}/operations/{operation.id}"}
+    )
+
+
+def service_logs(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    svc = _service_or_404(emu, m["name"])
+    if isinstance(svc, Response):
+        return svc
+    if req.query.get("init", "False").lower() == "true":
+        lines = [
+            f"{svc.created_time} | storage-initializer: downloading model(s) "
+            f"{(svc.payload.get('environmentImageRequest') or {}).get('modelIds')} ... done"
+        ]
+    else:
+        lines = svc.log_lines
+    tail = int(req.query.get("tail") or 5000)
+    return Response(200, {"content": "\n".join(lines[-tail:]) + "\n"})
+
+
+def operation_get(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    op = emu.operations.get(m["id"])
+    if op is None:
+        return mms_error(404, "NotFound", f"Operation {m['id']} not found.")
+    body: dict[str, Any] = {
+        "id": op.id,
+        "operationType": op.operation_type,
+        "state": op.state,
+        "createdTime": op.created_time,
+        "resourceLocation": f"/services/{op.target}",
+    }
+    if op.error:
+        body["error"] = op.error
+    if op.kind == "service":
+        body["operationDetails"] = {"subOperationType": "DeployService"}
+    return Response(200, body)
+
+
+# --- scoring (served on the plain-http listener, like an AKS service without TLS) ---------------
+
+
+def score(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    svc = emu.services.get(m["name"])
+    if svc is None or svc.deleting:
+        return Response(404, {"message": "Not Found"})
+    if svc.state != "Healthy":
+        return Response(503, {"message": f"Service {svc.name} is {svc.state}"})
+    if svc.payload.get("authEnabled", True) and req.bearer not in (svc.primary_key, svc.secondary_key):
+        return Response(401, b"Unauthorized", content_type="text/plain")
+    if req.method == "GET":
+        return Response(200, b"Healthy", content_type="text/plain")
+    svc.requests_served += 1
+    status, body = emu.scorer(svc.name, req.body)
+    svc.log_lines.append(f"{iso_now()} | POST /score {status}")
+    return Response(status, body)
+
+
+def swagger(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    if m["name"] not in emu.services:
+        return Response(404, {"message": "Not Found"})
+    return Response(
+        200,
+        {
+            "swagger": "2.0",
+            "info": {"title": m["name"], "version": "1.0"},
+            "paths": {"/score": {"post": {"responses": {"200": {"description": "scores"}}}}},
+        },
+    )

@@ -1,0 +1,186 @@
+"""In-memory Azure state: computes, models, services, long-running operations, and armed faults.
+
+Nothing runs on timers: every request first calls `AzureEmulator.tick()`, which moves resources
+whose deadline has passed to their next state (Creating → Succeeded, Transitioning → Healthy, …).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .http import Response
+
+
+def iso_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def arm_error(status: int, code: str, message: str) -> Response:
+    """ARM / RP error envelope."""
+    return Response(status, {"error": {"code": code, "message": message}})
+
+
+def mms_error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> Response:
+    """Model Management Service error envelope (flat, with statusCode and details)."""
+    body: dict[str, Any] = {
+        "code": code,
+        "statusCode": status,
+        "message": message,
+        "details": details or [],
+        "correlation": {"RequestId": str(uuid.uuid4())},
+    }
+    return Response(status, body)
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class Compute:
+    name: str
+    location: str
+    vm_size: str
+    agent_count: int
+    cluster_purpose: str
+    is_attached: bool
+    resource_id: str
+    created_on: str
+    provisioning_state: str = "Creating"
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    modified_on: str = ""
+    deadline: float = 0.0
+    fail_with: dict[str, Any] | None = None  # set → the running transition ends Failed with this error
+
+    def begin(self, state: str, seconds: float) -> None:
+        self.provisioning_state = state
+        self.deadline = time.monotonic() + seconds
+        self.modified_on = iso_now()
+
+
+@dataclass
+class RegisteredModel:
+    name: str
+    version: int
+    url: str
+    tags: dict[str, str]
+    properties: dict[str, str]
+    description: str | None
+    created_time: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass
+class Service:
+    name: str
+    payload: dict[str, Any]  # the create request, patched by updates
+    created_time: str
+    primary_key: str
+    secondary_key: str
+    state: str = "Transitioning"
+    error: dict[str, Any] | None = None
+    updated_time: str = ""
+    deadline: float = 0.0
+    outcome: str = "Healthy"  # the state the current transition ends in
+    outcome_error: dict[str, Any] | None = None
+    operation_id: str = ""
+    deleting: bool = False
+    log_lines: list[str] = field(default_factory=list)
+    requests_served: int = 0
+
+    def begin(
+        self,
+        seconds: float,
+        operation_id: str,
+        outcome: str = "Healthy",
+        outcome_error: dict[str, Any] | None = None,
+    ) -> None:
+        self.state = "Transitioning"
+        self.error = None
+        self.deadline = time.monotonic() + seconds
+        self.outcome, self.outcome_error = outcome, outcome_error
+        self.operation_id = operation_id
+        self.updated_time = iso_now()
+
+    @property
+    def busy(self) -> bool:
+        return self.state == "Transitioning" or self.deleting
+
+
+@dataclass
+class Operation:
+    id: str
+    kind: str  # "compute" | "service"
+    target: str
+    deadline: float
+    operation_type: str = ""
+    state: str = "Running"  # MMS words; ARM status maps Running → InProgress
+    error: dict[str, Any] | None = None
+    created_time: str = field(default_factory=iso_now)
+
+
+@dataclass
+class Injection:
+    method: str
+    path_pattern: re.Pattern[str]
+    status: int
+    body: Any
+    remaining: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Faults:
+    """Failures armed by tests or the control API. Each `take_*` consumes one."""
+
+    secret_expired: bool = False
+    deny_access: bool = False
+    quota: dict[str, str] = field(default_factory=dict)  # cluster name or "*" → quota family
+    unschedulable: dict[str, str] = field(default_factory=dict)  # service name or "*" → scheduler message
+    cluster_failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # async provisioning failure
+    injections: list[Injection] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _take(self, table: dict[str, Any], name: str) -> Any:
+        with self.lock:
+            for key in (name, "*"):
+                if key in table:
+                    return table.pop(key)
+        return None
+
+    def take_quota(self, name: str) -> str | None:
+        return self._take(self.quota, name)
+
+    def take_unschedulable(self, name: str) -> str | None:
+        return self._take(self.unschedulable, name)
+
+    def take_cluster_failure(self, name: str) -> dict[str, Any] | None:
+        return self._take(self.cluster_failures, name)
+
+    def take_injection(self, method: str, path: str) -> Injection | None:
+        with self.lock:
+            for injection in self.injections:
+                if injection.method in (method, "*") and injection.path_pattern.search(path):
+                    injection.remaining -= 1
+                    if injection.remaining <= 0:
+                        self.injections.remove(injection)
+                    return injection
+        return None
+
+    def clear(self) -> None:
+        with self.lock:
+            self.secret_expired = self.deny_access = False
+            self.quota.clear()
+            self.unschedulable.clear()
+            self.cluster_failures.clear()
+            self.injections.clear()
