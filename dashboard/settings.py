@@ -149,6 +149,9 @@ LYNX_OPERATION_LEASE_SECONDS = int(os.environ.get("LYNX_OPERATION_LEASE_SECONDS"
 LYNX_POLL_SECONDS = float(os.environ.get("LYNX_POLL_SECONDS", "1"))
 LYNX_RECONCILE_SECONDS = float(os.environ.get("LYNX_RECONCILE_SECONDS", "10"))
 LYNX_DEPLOY_TIMEOUT_SECONDS = int(os.environ.get("LYNX_DEPLOY_TIMEOUT_SECONDS", "900"))
+# Model archives are streamed to disk, never held in memory; this caps their size.
+LYNX_MODEL_UPLOAD_MAX_BYTES = int(os.environ.get("LYNX_MODEL_UPLOAD_MAX_MB", "1024")) * 2**20
+LYNX_TEST_SCORING_TIMEOUT_SECONDS = float(os.environ.get("LYNX_TEST_SCORING_TIMEOUT_SECONDS", "30"))
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -168,7 +171,19 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+LYNX_EXPIRY_CHECK_SECONDS = float(os.environ.get("LYNX_EXPIRY_CHECK_SECONDS", "60"))
+LYNX_EXPIRY_WARN_MINUTES = float(os.environ.get("LYNX_EXPIRY_WARN_MINUTES", "60"))
+
+# Expiry warnings are emailed when an SMTP host is configured; otherwise they go to the console.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "1") == "1"
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "lynx@localhost")
 
 LOGGING = {
     "version": 1,

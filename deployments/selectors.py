@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
-from deployments.models import AuditEvent, Cluster, Deployment, Operation
+from django.contrib.auth import get_user_model
+from django.db.models import Max, Q, QuerySet
+from django.utils import timezone
+
+from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, VmPrice
+from deployments.services.costs import Priced, cluster_price, daily_costs, last_days, price_key
 from deployments.states import ProvisioningState, ServiceState
 
 
@@ -16,9 +23,192 @@ def deployments_alive() -> QuerySet[Deployment]:
     return Deployment.objects.exclude(state=ServiceState.DELETED).select_related("owner", "cluster", "model")
 
 
+def deployments_overview() -> QuerySet[Deployment]:
+    """Live deployments with what the overview shows about their cluster and target."""
+    return Deployment.objects.exclude(state=ServiceState.DELETED).select_related(
+        "owner", "cluster__workspace", "model"
+    )
+
+
 def operations_recent(limit: int = 20) -> QuerySet[Operation]:
     return Operation.objects.select_related("requested_by").order_by("-created_at")[:limit]
 
 
 def audit_for(resource_type: str, resource_id: int, limit: int = 50) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(resource_type=resource_type, resource_id=resource_id)[:limit]
+
+
+# --- the overview: activity, expiry and costs ------------------------------------------------------
+
+
+def clusters_with_activity() -> QuerySet[Cluster]:
+    """Live clusters with the two facts the idle rule needs: their deployments' last scoring request
+    and last deployment (one query, however many deployments there are)."""
+    return clusters_alive().annotate(
+        last_scored=Max("deployments__last_scored_at"), last_deployed=Max("deployments__created_at")
+    )
+
+
+def cluster_last_activity(cluster: Cluster) -> datetime:
+    """When the cluster was last used: created, deployed to, or sent a scoring request."""
+    found = Deployment.objects.filter(cluster=cluster).aggregate(
+        last_scored=Max("last_scored_at"), last_deployed=Max("created_at")
+    )
+    return max(t for t in (cluster.created_at, found["last_scored"], found["last_deployed"]) if t is not None)
+
+
+def clusters_with_expiry_rule() -> QuerySet[Cluster]:
+    """Clusters the expiry check looks at: alive, not already going, with an expiry date or an idle rule."""
+    return (
+        clusters_with_activity()
+        .exclude(provisioning_state=ProvisioningState.DELETING)
+        .filter(Q(expires_at__isnull=False) | Q(idle_teardown_hours__isnull=False))
+    )
+
+
+def vm_price_map() -> dict[str, VmPrice]:
+    """Every price-table row by lower-cased size (Azure's size names are case-insensitive)."""
+    return {price.vm_size.lower(): price for price in VmPrice.objects.all()}
+
+
+def teams_of(user_ids: set[int]) -> dict[int, list[str]]:
+    """Each user's teams: their Django groups other than the three roles."""
+    from dashboard.roles import ROLES
+
+    memberships = (
+        get_user_model()
+        .groups.through.objects.filter(user_id__in=user_ids)
+        .exclude(group__name__in=ROLES)
+        .order_by("group__name")
+        .values_list("user_id", "group__name")
+    )
+    teams: dict[int, list[str]] = {}
+    for user_id, name in memberships:
+        teams.setdefault(user_id, []).append(name)
+    return teams
+
+
+NO_OWNER, NO_TEAM = "(no owner)", "no team"
+
+
+@dataclass
+class CostTotal:
+    """Totals for one owner or one team."""
+
+    name: str
+    running: int = 0
+    per_hour: Decimal = Decimal(0)
+    so_far: Decimal = Decimal(0)
+    last_30_days: Decimal = Decimal(0)
+    unpriced: int = 0
+
+
+@dataclass
+class CostSummary:
+    by_cluster: dict[int, Priced] = field(default_factory=dict)
+    owners: list[CostTotal] = field(default_factory=list)
+    teams: list[CostTotal] = field(default_factory=list)
+    total: CostTotal = field(default_factory=lambda: CostTotal("All"))
+    per_day: list[tuple[date, Decimal]] = field(default_factory=list)
+    unpriced_sizes: list[str] = field(default_factory=list)
+
+
+def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary:
+    """Cost so far and per hour for every live cluster, totals per owner and per team, and cost per
+    day over the last `days` days (deleted clusters included). Three queries, whatever the history."""
+    now = now or timezone.now()
+    window = last_days(now, days)
+    since = datetime(window[0].year, window[0].month, window[0].day, tzinfo=UTC)
+    rows = list(
+        Cluster.objects.filter(created_at__lte=now)
+        .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gte=since))
+        .values("id", "backend", "vm_size", "node_count", "created_at", "deleted_at", "owner_id",
+                "owner__username")
+    )
+    prices = vm_price_map()
+    teams = teams_of({row["owner_id"] for row in rows if row["owner_id"]})
+    summary = CostSummary()
+    owners: dict[str, CostTotal] = {}
+    by_team: dict[str, CostTotal] = {}
+    per_day = {day: Decimal(0) for day in window}
+    unpriced: set[str] = set()
+    for row in rows:
+        is_local = row["backend"] == Backend.LOCAL
+        price_row = prices.get(price_key(is_local=is_local, vm_size=row["vm_size"]))
+        rate = price_row.price_per_hour if price_row is not None else (Decimal(0) if is_local else None)
+        priced = cluster_price(
+            created_at=row["created_at"], deleted_at=row["deleted_at"], node_count=row["node_count"],
+            price_per_hour=rate, now=now,
+        )
+        alive = row["deleted_at"] is None
+        if alive:
+            summary.by_cluster[row["id"]] = priced
+        recent = (
+            daily_costs(
+                created_at=row["created_at"], deleted_at=row["deleted_at"], rate=priced.rate, days=window,
+                now=now,
+            )
+            if priced.rate is not None
+            else {}
+        )
+        for day, amount in recent.items():
+            per_day[day] += amount
+        if priced.rate is None:
+            unpriced.add(row["vm_size"] or "(none)")
+        owner = row["owner__username"] or NO_OWNER
+        groups = [owners.setdefault(owner, CostTotal(owner)), summary.total]
+        groups += [by_team.setdefault(t, CostTotal(t)) for t in teams.get(row["owner_id"], [NO_TEAM])]
+        for total in groups:
+            total.last_30_days += sum(recent.values(), Decimal(0))
+            if not alive:
+                continue
+            total.running += 1
+            if priced.rate is None:
+                total.unpriced += 1
+            else:
+                total.per_hour += priced.per_hour_now or 0
+                total.so_far += priced.so_far or 0
+    summary.owners = sorted(owners.values(), key=lambda t: (-t.so_far, t.name))
+    summary.teams = sorted(by_team.values(), key=lambda t: (t.name == NO_TEAM, -t.so_far, t.name))
+    summary.per_day = list(per_day.items())
+    summary.unpriced_sizes = sorted(unpriced)
+    return summary
+
+
+# --- the audit log ---------------------------------------------------------------------------------
+
+AUDIT_COLUMNS = (
+    "id", "created_at", "actor_name", "action", "resource_type", "resource_id", "resource_name", "before",
+    "after", "message",
+)
+
+
+def audit_events(
+    *,
+    person: str = "",
+    action: str = "",
+    resource_type: str = "",
+    resource_name: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[AuditEvent]:
+    """The audit log, newest first, filtered; only the columns the page and the CSV show.
+
+    `action` without a dot matches a whole family ("cluster" → cluster.create, cluster.delete, …).
+    Every filter is an equality or a range on an indexed column, so counting a page stays cheap.
+    """
+    events = AuditEvent.objects.only(*AUDIT_COLUMNS)
+    if person:
+        events = events.filter(actor_name=person)
+    if action:
+        family = "." not in action
+        events = events.filter(action__startswith=action + ".") if family else events.filter(action=action)
+    if resource_type:
+        events = events.filter(resource_type=resource_type)
+    if resource_name:
+        events = events.filter(resource_name=resource_name)
+    if since:
+        events = events.filter(created_at__gte=since)
+    if until:
+        events = events.filter(created_at__lt=until)
+    return events.order_by("-created_at", "-id")

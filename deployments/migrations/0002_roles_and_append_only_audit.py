@@ -28,7 +28,8 @@ def create_roles(apps, schema_editor) -> None:
 
 def append_only(apps, schema_editor) -> None:
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(APPEND_ONLY_SQL)
+        # params=None: the SQL holds a literal % that must not be read as a placeholder.
+        schema_editor.execute(APPEND_ONLY_SQL, params=None)
 
 
 def drop_append_only(apps, schema_editor) -> None:

@@ -1,4 +1,4 @@
-"""Demo data for a fresh install: an admin account, the demo model, the roles."""
+"""Demo data for a fresh install: an admin account, the demo model, the roles, the price table."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand
 
 from dashboard.roles import ROLES
 from deployments.models import RegisteredModel
+from deployments.services.costs import vm_prices_seed
 from deployments.services.models import model_register
 
 DEMO_MODEL_NAME = "digits"
@@ -32,11 +33,16 @@ def build_demo_model(out: Path) -> Path:
 
 
 class Command(BaseCommand):
-    help = "Create the admin account (LYNX_ADMIN_PASSWORD or a generated one, printed once) and register the demo model."
+    help = (
+        "Create the admin account (LYNX_ADMIN_PASSWORD or a generated one, printed once), fill the price "
+        "table and register the demo model."
+    )
 
     def handle(self, *args, **options) -> None:
         for role in ROLES:
             Group.objects.get_or_create(name=role)
+        if added := vm_prices_seed():
+            self.stdout.write(f"Filled the price table with {added} VM sizes (East US pay-as-you-go prices).")
         users = get_user_model()
         if not users.objects.filter(username="admin").exists():
             password = os.environ.get("LYNX_ADMIN_PASSWORD") or secrets.token_urlsafe(12)

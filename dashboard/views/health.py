@@ -1,38 +1,14 @@
-"""The overview, the audit log and the health check."""
+"""The health check: database, broker and workers, with no login and no secrets."""
 
 from __future__ import annotations
 
 import redis
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-
-from deployments import selectors
-from deployments.models import AuditEvent
-
-
-@require_GET
-def overview(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "dashboard/overview.html",
-        {
-            "clusters": selectors.clusters_alive()[:500],
-            "deployments": selectors.deployments_alive()[:500],
-            "operations": selectors.operations_recent(10),
-        },
-    )
-
-
-@require_GET
-def audit_list(request: HttpRequest) -> HttpResponse:
-    page = Paginator(AuditEvent.objects.all(), 50).get_page(request.GET.get("page"))
-    return render(request, "dashboard/audit_list.html", {"page": page})
 
 
 def _check_database() -> str:

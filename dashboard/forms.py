@@ -1,0 +1,139 @@
+"""Forms for the overview, the audit log, the price table and the people page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from django import forms
+from django.contrib.auth import password_validation
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+
+from dashboard.roles import ROLES
+from deployments.services.expiry import MAX_EXTEND_HOURS
+
+# What the audit log records, for the filters' suggestions; any other value is accepted too.
+KNOWN_ACTIONS = (
+    "cluster",
+    "cluster.create",
+    "cluster.delete",
+    "cluster.state",
+    "cluster.expiry_warning",
+    "cluster.expiry_extend",
+    "cluster.expiry_cancel",
+    "deployment",
+    "deployment.create",
+    "deployment.update",
+    "deployment.rollback",
+    "deployment.delete",
+    "deployment.state",
+    "deployment.restart",
+    "deployment.test_score",
+    "deployment.key_reveal",
+    "deployment.key_regenerate",
+    "model.register",
+    "operation.succeeded",
+    "operation.failed",
+    "price",
+    "price.update",
+    "price.create",
+    "price.seed",
+    "user",
+    "user.create",
+    "user.role",
+    "user.team",
+)
+RESOURCE_TYPES = (
+    "cluster",
+    "deployment",
+    "operation",
+    "registeredmodel",
+    "vmprice",
+    "user",
+    "workspace",
+    "scoringrun",
+)
+
+team_name_rule = RegexValidator(
+    r"^[\w .-]{2,64}$", "A team name is 2 to 64 letters, digits, spaces, dots or dashes."
+)
+
+
+class AuditFilterForm(forms.Form):
+    person = forms.CharField(required=False, max_length=150)
+    action = forms.CharField(
+        required=False, max_length=64, help_text="e.g. cluster.delete, or cluster for all"
+    )
+    resource_type = forms.CharField(required=False, max_length=32, label="Resource type")
+    resource_name = forms.CharField(required=False, max_length=64, label="Resource name")
+    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            self.add_error("until", "The end date is before the start date.")
+        return data
+
+    def filters(self) -> dict:
+        """Keyword arguments for `selectors.audit_events` (dates are whole UTC days, both included)."""
+        data = self.cleaned_data
+        since, until = data.get("since"), data.get("until")
+        return {
+            "person": data.get("person", "").strip(),
+            "action": data.get("action", "").strip(),
+            "resource_type": data.get("resource_type", "").strip(),
+            "resource_name": data.get("resource_name", "").strip(),
+            "since": datetime.combine(since, time.min, UTC) if since else None,
+            "until": datetime.combine(until + timedelta(days=1), time.min, UTC) if until else None,
+        }
+
+
+class PriceForm(forms.Form):
+    price_per_hour = forms.DecimalField(
+        min_value=0,
+        max_digits=10,
+        decimal_places=4,
+        label="Price per node-hour (USD)",
+    )
+
+
+class NewPriceForm(PriceForm):
+    vm_size = forms.CharField(
+        max_length=64,
+        label="VM size",
+        validators=[
+            RegexValidator(r"^[A-Za-z0-9_.-]+$", "A VM size is letters, digits, dots, dashes or underscores.")
+        ],
+    )
+    gpu_count = forms.FloatField(initial=0, min_value=0, max_value=64, label="GPUs per node")
+    gpu_kind = forms.CharField(required=False, max_length=64, label="GPU kind")
+
+
+class ExtendForm(forms.Form):
+    hours = forms.IntegerField(validators=[MinValueValidator(1), MaxValueValidator(MAX_EXTEND_HOURS)])
+
+
+class PersonForm(forms.Form):
+    role = forms.ChoiceField(choices=[(r, r) for r in ROLES])
+    team = forms.CharField(
+        required=False,
+        max_length=64,
+        validators=[team_name_rule],
+        help_text="Costs are totalled per team; empty for no team.",
+    )
+
+
+class NewPersonForm(PersonForm):
+    username = forms.CharField(
+        max_length=150,
+        validators=[RegexValidator(r"^[\w.@+-]+$", "A username is letters, digits and @ . + - _ only.")],
+    )
+    email = forms.EmailField(required=False, help_text="Expiry warnings go here.")
+    password = forms.CharField(
+        widget=forms.PasswordInput, help_text="At least 8 characters; tell them in person."
+    )
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        password_validation.validate_password(password)
+        return password

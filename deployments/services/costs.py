@@ -1,0 +1,194 @@
+"""Costs: the price table (seeded from `deployments.vm_sizes`, edited by admins) and the arithmetic
+that turns hours run into money.
+
+A cluster costs `node_count × price_per_hour` of its VM size for every hour it exists
+(`created_at` until `deleted_at`, or now). The local target is priced by the `local` row: free
+unless an admin sets a price. Prices are the current ones: the table keeps no price history, so an
+edit re-prices the past too (the audit log says when it changed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from deployments.models import VmPrice
+from deployments.vm_sizes import CPU_SIZES, GPU_SIZES
+
+from .audit import audit_record
+from .operations import Refused
+
+LOCAL_PRICE_ROW = "local"
+HOUR = Decimal(3600)
+MAX_PRICE = Decimal("100000")
+
+
+# --- the arithmetic (no database) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Priced:
+    """What one cluster has cost: `rate` is per hour for all its nodes; None when its size has no price."""
+
+    rate: Decimal | None
+    hours: Decimal
+    so_far: Decimal | None
+    per_hour_now: Decimal | None
+
+
+def price_key(*, is_local: bool, vm_size: str) -> str:
+    """The price-table row a cluster is billed by (sizes are case-insensitive, as in Azure)."""
+    return LOCAL_PRICE_ROW if is_local else (vm_size or "").strip().lower()
+
+
+def hours_between(start: datetime, end: datetime) -> Decimal:
+    seconds = max((end - start).total_seconds(), 0.0)
+    return Decimal(str(seconds)) / HOUR
+
+
+def cluster_price(
+    *,
+    created_at: datetime,
+    deleted_at: datetime | None,
+    node_count: int,
+    price_per_hour: Decimal | None,
+    now: datetime,
+) -> Priced:
+    """Cost so far and cost per hour now for one cluster's lifetime."""
+    end = min(deleted_at, now) if deleted_at else now
+    hours = hours_between(created_at, end)
+    if price_per_hour is None:
+        return Priced(rate=None, hours=hours, so_far=None, per_hour_now=None)
+    rate = price_per_hour * node_count
+    return Priced(
+        rate=rate, hours=hours, so_far=rate * hours, per_hour_now=Decimal(0) if deleted_at else rate
+    )
+
+
+def daily_costs(
+    *, created_at: datetime, deleted_at: datetime | None, rate: Decimal, days: list[date], now: datetime
+) -> dict[date, Decimal]:
+    """Split a cluster's cost over UTC calendar days (only the days in `days`)."""
+    start, end = created_at, min(deleted_at, now) if deleted_at else now
+    out: dict[date, Decimal] = {}
+    for day in days:
+        day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        lo, hi = max(start, day_start), min(end, day_start + timedelta(days=1))
+        if hi > lo:
+            out[day] = rate * hours_between(lo, hi)
+    return out
+
+
+def last_days(now: datetime, count: int = 30) -> list[date]:
+    today = now.astimezone(UTC).date()
+    return [today - timedelta(days=offset) for offset in range(count - 1, -1, -1)]
+
+
+# --- the price table (writes) ---------------------------------------------------------------------
+
+
+def _price_row(price: VmPrice) -> dict:
+    return {
+        "vm_size": price.vm_size,
+        "price_per_hour": None if price.price_per_hour is None else str(price.price_per_hour),
+        "currency": price.currency,
+    }
+
+
+def vm_prices_seed() -> int:
+    """Fill the price table from `deployments.vm_sizes` plus a free `local` row. Idempotent: rows that
+    exist keep their price (an admin may have changed it); their specs are brought up to date."""
+    created = 0
+    with transaction.atomic():
+        for size in (*GPU_SIZES, *CPU_SIZES):
+            price = None if size.price_eastus_per_hour is None else Decimal(str(size.price_eastus_per_hour))
+            specs = {
+                "vcpus": size.vcpus,
+                "memory_gb": size.memory_gb,
+                "gpu_count": size.gpu_count,
+                "gpu_kind": size.gpu_kind,
+                "retired_on": size.retirement_date(),
+            }
+            row, made = VmPrice.objects.get_or_create(
+                vm_size=size.vm_size, defaults={**specs, "price_per_hour": price}
+            )
+            if made:
+                created += 1
+            elif any(getattr(row, field) != value for field, value in specs.items()):
+                VmPrice.objects.filter(pk=row.pk).update(**specs)
+        _, made = VmPrice.objects.get_or_create(
+            vm_size=LOCAL_PRICE_ROW, defaults={"price_per_hour": Decimal(0)}
+        )
+        created += made
+        if created:
+            audit_record(
+                actor=None,
+                action="price.seed",
+                resource=VmPrice(vm_size="price table"),
+                after={"rows_added": created},
+                message="seeded from Azure's East US pay-as-you-go list",
+            )
+    return created
+
+
+def _clean_price(value: Decimal | None) -> Decimal | None:
+    if value is None:
+        return None
+    if value < 0 or value >= MAX_PRICE:
+        raise Refused(f"A price per hour is between 0 and {MAX_PRICE:,} (got {value}).")
+    return value.quantize(Decimal("0.0001"))
+
+
+def vm_price_set(*, user: AbstractBaseUser, price: VmPrice, price_per_hour: Decimal | None) -> VmPrice:
+    """Change what an hour of one node of a size costs (None: unknown, shown as "no price")."""
+    new = _clean_price(price_per_hour)
+    with transaction.atomic():
+        # Locked and re-read, so two admins editing at once each record the price they replaced.
+        current = VmPrice.objects.select_for_update().get(pk=price.pk)
+        before = _price_row(current)
+        VmPrice.objects.filter(pk=current.pk).update(
+            price_per_hour=new, updated_by=user, updated_at=timezone.now()
+        )
+        current.refresh_from_db()
+        audit_record(
+            actor=user, action="price.update", resource=current, before=before, after=_price_row(current)
+        )
+    return current
+
+
+def vm_price_create(
+    *,
+    user: AbstractBaseUser,
+    vm_size: str,
+    price_per_hour: Decimal | None,
+    gpu_count: float = 0,
+    gpu_kind: str = "",
+    vcpus: int = 0,
+    memory_gb: float = 0,
+) -> VmPrice:
+    """Add a size the seeded table does not know (a new Azure size, or another region's price)."""
+    name = vm_size.strip()
+    if not name:
+        raise Refused("Name the VM size, as Azure spells it (e.g. Standard_NC4as_T4_v3).")
+    if VmPrice.objects.filter(vm_size__iexact=name).exists():
+        raise Refused(f"{name} is already in the price table: change its price there.")
+    try:
+        with transaction.atomic():
+            price = VmPrice.objects.create(
+                vm_size=name,
+                price_per_hour=_clean_price(price_per_hour),
+                gpu_count=gpu_count,
+                gpu_kind=gpu_kind,
+                vcpus=vcpus,
+                memory_gb=memory_gb,
+                updated_by=user,
+            )
+            audit_record(actor=user, action="price.create", resource=price, after=_price_row(price))
+    except IntegrityError as exc:
+        raise Refused(f"{name} is already in the price table: change its price there.") from exc
+    return price

@@ -1,0 +1,138 @@
+"""The audit log is append-only: the application never updates or deletes a row, and on PostgreSQL the
+database itself refuses to (the trigger from migration 0002)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from dashboard.roles import user_role_set, user_team_set
+from deployments.models import AuditEvent, Cluster, OperationKind, VmPrice
+from deployments.services.costs import vm_price_set, vm_prices_seed
+from deployments.services.deployments import deployment_delete
+from deployments.services.expiry import cluster_expiry_cancel, cluster_expiry_extend, clusters_expiry_check
+from deployments.services.operations import operation_transition
+from deployments.services.transitions import cluster_transition, deployment_transition
+from deployments.states import OperationState, ProvisioningState, ServiceState
+from tests.deployments.factories import ready_cluster, start_deployment
+
+pytestmark = pytest.mark.django_db
+
+WRITES_TO_AUDIT = re.compile(r'^\s*(UPDATE|DELETE\s+FROM)\s+"?deployments_auditevent"?', re.I)
+
+
+def _finish(operation, deployment=None) -> None:
+    operation_transition(operation=operation, to=OperationState.RUNNING)
+    if deployment is not None:
+        deployment_transition(deployment=deployment, to=ServiceState.DELETED)
+    operation_transition(operation=operation, to=OperationState.SUCCEEDED)
+
+
+def test_a_stored_audit_event_cannot_be_saved_again_or_deleted(deployer):
+    ready_cluster(deployer, "local-1")
+    event = AuditEvent.objects.first()
+    event.message = "rewritten"
+    with pytest.raises(PermissionError, match="append-only"):
+        event.save()
+    with pytest.raises(PermissionError, match="append-only"):
+        event.delete()
+    assert AuditEvent.objects.get(pk=event.pk).message != "rewritten"
+
+
+def test_everything_the_application_does_only_ever_inserts_audit_rows(
+    deployer, viewer, admin_user, demo_model
+):
+    """Every kind of action, with the SQL captured: audit rows are inserted, never updated or deleted."""
+    with CaptureQueriesContext(connection) as captured:
+        vm_prices_seed()
+        vm_price_set(
+            user=admin_user, price=VmPrice.objects.get(vm_size="local"), price_per_hour=Decimal("0.3")
+        )
+        user_role_set(actor=admin_user, user=viewer, role="deployer")
+        user_team_set(actor=admin_user, user=viewer, team="vision")
+        cluster = ready_cluster(deployer, "local-1")
+        deploy = start_deployment(deployer, cluster, demo_model)
+        deployment = deploy.deployment
+        operation_transition(operation=deploy, to=OperationState.RUNNING)
+        deployment_transition(deployment=deployment, to=ServiceState.HEALTHY)
+        operation_transition(operation=deploy, to=OperationState.SUCCEEDED)
+        Cluster.objects.filter(pk=cluster.pk).update(
+            expires_at=timezone.now() + timedelta(minutes=5), auto_teardown=True
+        )
+        clusters_expiry_check()  # a warning
+        cluster_expiry_extend(user=deployer, cluster=cluster, hours=1)
+        cluster_expiry_cancel(user=deployer, cluster=cluster)
+        deleting = deployment_delete(user=deployer, deployment=deployment)
+        _finish(deleting, deployment)
+        Cluster.objects.filter(pk=cluster.pk).update(expires_at=timezone.now(), auto_teardown=True)
+        clusters_expiry_check()  # the automatic teardown
+        gone = cluster.operations.get(kind=OperationKind.CLUSTER_DELETE)
+        operation_transition(operation=gone, to=OperationState.RUNNING)
+        cluster.refresh_from_db()
+        cluster_transition(cluster=cluster, to=ProvisioningState.DELETED)
+        client = Client()
+        client.force_login(viewer)
+        for url in ("/", reverse("audit_list"), reverse("audit_export")):
+            response = client.get(url)
+            assert response.status_code == 200
+            if response.streaming:
+                b"".join(response.streaming_content)
+    inserts = [
+        q["sql"] for q in captured if re.match(r'\s*INSERT INTO "?deployments_auditevent"?', q["sql"], re.I)
+    ]
+    assert len(inserts) >= 20  # the capture did see the audit trail being written
+    rewrites = [q["sql"] for q in captured if WRITES_TO_AUDIT.match(q["sql"])]
+    assert rewrites == []
+
+
+def test_no_code_updates_or_deletes_audit_rows():
+    """Belt and braces for code paths the test above does not run: no module asks for it."""
+    offenders = []
+    for app in ("dashboard", "deployments", "scoring", "workers"):
+        for path in Path(settings.BASE_DIR, app).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue  # 0002 installs the trigger that refuses UPDATE and DELETE
+            text = path.read_text()
+            for match in re.finditer(
+                r"AuditEvent\.objects[^\n;]*?\.(update|delete|bulk_update|update_or_create)\(", text
+            ):
+                offenders.append(f"{path}: {match.group(0)}")
+            if re.search(r"(UPDATE|DELETE\s+FROM)\s+\"?deployments_auditevent", text, re.I):
+                offenders.append(f"{path}: raw SQL on deployments_auditevent")
+    assert offenders == []
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="the append-only trigger (migration 0002) is installed on PostgreSQL only; "
+    f"this run uses {connection.vendor}",
+)
+def test_postgresql_refuses_to_update_or_delete_audit_rows(deployer):
+    ready_cluster(deployer, "local-1")
+    event = AuditEvent.objects.order_by("id").first()
+    attempts = {
+        "ORM update": lambda: AuditEvent.objects.filter(pk=event.pk).update(message="rewritten"),
+        "ORM delete": lambda: AuditEvent.objects.filter(pk=event.pk).delete(),
+        "raw UPDATE": lambda: connection.cursor().execute(
+            "UPDATE deployments_auditevent SET actor_name = %s WHERE id = %s", ["mallory", event.pk]
+        ),
+        "raw DELETE": lambda: connection.cursor().execute(
+            "DELETE FROM deployments_auditevent WHERE id = %s", [event.pk]
+        ),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(DatabaseError, match="append-only") as refused, transaction.atomic():
+            attempt()
+        assert refused.value is not None, what
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert (stored.message, stored.actor_name) == (event.message, event.actor_name)
