@@ -9,20 +9,28 @@ from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.utils import timezone
 
-from deployments.environments import default_entry_script, default_environment_yaml
+from deployments.entry_scripts import check_entry_script
+from deployments.environments import check_environment, default_entry_script, default_environment_yaml
 from deployments.models import Cluster, Deployment, RegisteredModel
 from deployments.states import ProvisioningState, ServiceState
 
 # Azure ML's rules: compute target names are 2-16 letters, digits or dashes; service names are
 # 3-32 lowercase letters, digits or dashes and start with a letter.
 cluster_name_rule = RegexValidator(
-    r"^[A-Za-z0-9-]{2,16}$", "A cluster name is 2 to 16 letters, digits or dashes (Azure's rule for compute targets)."
+    r"^[A-Za-z0-9-]{2,16}$",
+    "A cluster name is 2 to 16 letters, digits or dashes (Azure's rule for compute targets).",
 )
 service_name_rule = RegexValidator(
     r"^[a-z][a-z0-9-]{2,31}$",
     "A deployment name is 3 to 32 lowercase letters, digits or dashes, starting with a letter (Azure's rule for services).",
 )
 RESERVED_CLUSTER_NAMES = {"amlcompute", "local", "containerinstance"}
+# Azure ML's rule for model names (and what the local runtime lays out as a folder name).
+model_name_rule = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+    "A model name is up to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit.",
+)
+TEXT_UPLOAD_MAX_BYTES = 512 * 1024
 
 
 class IdempotentForm(forms.Form):
@@ -65,50 +73,103 @@ class ClusterForm(IdempotentForm):
         return timezone.now() + timedelta(hours=hours) if hours else None
 
 
-class DeploymentForm(IdempotentForm):
-    name = forms.CharField(max_length=32, validators=[service_name_rule])
-    cluster = forms.ModelChoiceField(queryset=Cluster.objects.none())
+def _uploaded_text(upload, what: str) -> str:
+    if upload.size > TEXT_UPLOAD_MAX_BYTES:
+        raise forms.ValidationError(f"The uploaded {what} is over {TEXT_UPLOAD_MAX_BYTES // 1024} KiB.")
+    raw = upload.read()
+    try:
+        return raw.decode("utf-8-sig").replace("\r\n", "\n")
+    except UnicodeDecodeError:
+        raise forms.ValidationError(f"The uploaded {what} is not UTF-8 text.") from None
+
+
+class ServiceConfigForm(IdempotentForm):
+    """What a deployment runs and with how much: shared by deploying and updating.
+
+    The entry script and the environment are typed in the page or uploaded (an upload wins), then checked:
+    errors stop the form, warnings are kept in `self.warnings` for the page to show.
+    """
+
     model = forms.ModelChoiceField(queryset=RegisteredModel.objects.all())
-    entry_script = forms.CharField(widget=forms.Textarea(attrs={"rows": 18, "class": "code", "spellcheck": "false"}))
-    environment_yaml = forms.CharField(
-        label="Environment (conda YAML)", widget=forms.Textarea(attrs={"rows": 12, "class": "code", "spellcheck": "false"})
+    entry_script = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 18, "class": "code", "spellcheck": "false"}),
     )
+    entry_script_file = forms.FileField(required=False, label="…or upload score.py")
+    environment_yaml = forms.CharField(
+        required=False,
+        strip=False,
+        label="Environment (conda YAML)",
+        widget=forms.Textarea(attrs={"rows": 12, "class": "code", "spellcheck": "false"}),
+    )
+    environment_file = forms.FileField(required=False, label="…or upload the conda .yml")
     gpu_enabled = forms.BooleanField(required=False, label="GPU")
-    gpu_cores = forms.IntegerField(initial=0, validators=[MinValueValidator(0), MaxValueValidator(8)], label="GPUs per replica")
+    gpu_cores = forms.IntegerField(
+        initial=0, validators=[MinValueValidator(0), MaxValueValidator(8)], label="GPUs per replica"
+    )
     replicas = forms.IntegerField(initial=1, validators=[MinValueValidator(1), MaxValueValidator(16)])
-    cpu_cores = forms.FloatField(initial=1.0, validators=[MinValueValidator(0.1), MaxValueValidator(64)], label="CPU cores")
-    memory_gb = forms.FloatField(initial=1.0, validators=[MinValueValidator(0.5), MaxValueValidator(512)], label="Memory (GB)")
+    cpu_cores = forms.FloatField(
+        initial=1.0, validators=[MinValueValidator(0.1), MaxValueValidator(64)], label="CPU cores"
+    )
+    memory_gb = forms.FloatField(
+        initial=1.0, validators=[MinValueValidator(0.5), MaxValueValidator(512)], label="Memory (GB)"
+    )
     autoscale_enabled = forms.BooleanField(required=False, label="Autoscale")
-    autoscale_min_replicas = forms.IntegerField(initial=1, validators=[MinValueValidator(1), MaxValueValidator(100)])
-    autoscale_max_replicas = forms.IntegerField(initial=1, validators=[MinValueValidator(1), MaxValueValidator(100)])
-    autoscale_target_utilization = forms.IntegerField(initial=70, validators=[MinValueValidator(1), MaxValueValidator(100)])
+    autoscale_min_replicas = forms.IntegerField(
+        initial=1, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    autoscale_max_replicas = forms.IntegerField(
+        initial=1, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
+    autoscale_target_utilization = forms.IntegerField(
+        initial=70, validators=[MinValueValidator(1), MaxValueValidator(100)]
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["cluster"].queryset = Cluster.objects.filter(provisioning_state=ProvisioningState.SUCCEEDED)
-        if not self.is_bound:
-            self.initial.setdefault("entry_script", default_entry_script())
-            self.initial.setdefault("environment_yaml", default_environment_yaml())
-            self.initial.setdefault("model", RegisteredModel.objects.order_by("-created_at").first())
-            self.initial.setdefault("cluster", self.fields["cluster"].queryset.first())
+        self.warnings: list[str] = []
 
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        if Deployment.objects.filter(name=name).exclude(state=ServiceState.DELETED).exists():
-            raise forms.ValidationError(f"A deployment named {name} already exists.")
-        return name
+    def _cluster(self) -> Cluster | None:
+        raise NotImplementedError
 
-    def clean_entry_script(self) -> str:
-        source = self.cleaned_data["entry_script"]
-        try:
-            compile(source, "score.py", "exec")
-        except SyntaxError as exc:
-            raise forms.ValidationError(f"score.py line {exc.lineno}: {exc.msg}") from exc
-        return source
+    def _text(self, data: dict, field: str, file_field: str, what: str) -> str:
+        upload = data.get(file_field)
+        if upload:
+            try:
+                data[field] = _uploaded_text(upload, what)
+            except forms.ValidationError as exc:
+                self.add_error(file_field, exc)
+                return ""
+        text = (data.get(field) or "").replace("\r\n", "\n")  # browsers send a textarea with CRLF
+        data[field] = text
+        if not text.strip():
+            self.add_error(field, f"Write the {what} here or upload it.")
+        return text
+
+    def _check_entry_script(self, data: dict) -> None:
+        source = self._text(data, "entry_script", "entry_script_file", "entry script")
+        if not source.strip():
+            return
+        check = check_entry_script(source)
+        for problem in check.errors:
+            self.add_error("entry_script", str(problem))
+        self.warnings += [str(problem) for problem in check.warnings]
+
+    def _check_environment(self, data: dict) -> None:
+        text = self._text(data, "environment_yaml", "environment_file", "environment")
+        if not text.strip():
+            return
+        check = check_environment(text)
+        for error in check.errors:
+            self.add_error("environment_yaml", error)
+        self.warnings += check.warnings
 
     def clean(self) -> dict:
         data = super().clean()
-        cluster: Cluster | None = data.get("cluster")
+        self._check_entry_script(data)
+        self._check_environment(data)
+        cluster = self._cluster()
         if data.get("gpu_enabled"):
             if cluster is not None and not cluster.has_gpu:
                 self.add_error(
@@ -123,18 +184,117 @@ class DeploymentForm(IdempotentForm):
         if data.get("autoscale_enabled"):
             low, high = data.get("autoscale_min_replicas"), data.get("autoscale_max_replicas")
             if low is not None and high is not None and low > high:
-                self.add_error("autoscale_min_replicas", f"Autoscale minimum ({low}) is above the maximum ({high}).")
+                self.add_error(
+                    "autoscale_min_replicas", f"Autoscale minimum ({low}) is above the maximum ({high})."
+                )
             if cluster is not None and cluster.is_local:
-                self.add_error("autoscale_enabled", "The local target runs a fixed number of replicas: switch autoscale off.")
+                self.add_error(
+                    "autoscale_enabled",
+                    "The local target runs a fixed number of replicas: switch autoscale off.",
+                )
         return data
 
     def config(self) -> dict:
         keys = (
-            "gpu_enabled", "gpu_cores", "replicas", "cpu_cores", "memory_gb", "autoscale_enabled",
-            "autoscale_min_replicas", "autoscale_max_replicas", "autoscale_target_utilization",
+            "gpu_enabled",
+            "gpu_cores",
+            "replicas",
+            "cpu_cores",
+            "memory_gb",
+            "autoscale_enabled",
+            "autoscale_min_replicas",
+            "autoscale_max_replicas",
+            "autoscale_target_utilization",
         )
         return {k: self.cleaned_data[k] for k in keys}
 
 
+class DeploymentForm(ServiceConfigForm):
+    name = forms.CharField(max_length=32, validators=[service_name_rule])
+    cluster = forms.ModelChoiceField(queryset=Cluster.objects.none())
+
+    field_order = ["name", "cluster", "model"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["cluster"].queryset = Cluster.objects.filter(
+            provisioning_state=ProvisioningState.SUCCEEDED
+        )
+        if not self.is_bound:
+            self.initial.setdefault("entry_script", default_entry_script())
+            self.initial.setdefault("environment_yaml", default_environment_yaml())
+            self.initial.setdefault("model", RegisteredModel.objects.order_by("-created_at").first())
+            self.initial.setdefault("cluster", self.fields["cluster"].queryset.first())
+
+    def _cluster(self) -> Cluster | None:
+        return self.cleaned_data.get("cluster")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if Deployment.objects.filter(name=name).exclude(state=ServiceState.DELETED).exists():
+            raise forms.ValidationError(f"A deployment named {name} already exists.")
+        return name
+
+
+class DeploymentUpdateForm(ServiceConfigForm):
+    """A live deployment's configuration, prefilled with what it runs now."""
+
+    def __init__(self, *args, deployment: Deployment, **kwargs) -> None:
+        self.deployment = deployment
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial.update(
+                model=deployment.model_id,
+                entry_script=deployment.entry_script,
+                environment_yaml=deployment.environment_yaml,
+                **{field: getattr(deployment, field) for field in self.config_fields},
+            )
+
+    config_fields = (
+        "gpu_enabled",
+        "gpu_cores",
+        "replicas",
+        "cpu_cores",
+        "memory_gb",
+        "autoscale_enabled",
+        "autoscale_min_replicas",
+        "autoscale_max_replicas",
+        "autoscale_target_utilization",
+    )
+
+    def _cluster(self) -> Cluster | None:
+        return self.deployment.cluster
+
+
+class ModelUploadForm(forms.Form):
+    name = forms.CharField(
+        max_length=64, validators=[model_name_rule], help_text="The same name again adds a version."
+    )
+    archive = forms.FileField(
+        label="SavedModel archive (.zip or .tar.gz)",
+        widget=forms.ClearableFileInput(
+            attrs={"accept": ".zip,.tar.gz,.tgz,application/zip,application/gzip"}
+        ),
+    )
+    labels = forms.FileField(required=False, label="Labels (optional: one class name per line)")
+    description = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class TestScoringForm(forms.Form):
+    image = forms.FileField(
+        label="Image (JPEG or PNG, up to 10 MB)",
+        widget=forms.ClearableFileInput(attrs={"accept": "image/jpeg,image/png"}),
+        error_messages={"required": "Choose a JPEG or PNG image to score."},
+    )
+
+
+class KeyForm(forms.Form):
+    key = forms.ChoiceField(choices=[("Primary", "Primary"), ("Secondary", "Secondary")])
+
+
 class ConfirmForm(IdempotentForm):
     """A delete button: POST with CSRF token and an idempotency key."""
+
+
+class RollbackForm(IdempotentForm):
+    revision = forms.IntegerField(min_value=1)

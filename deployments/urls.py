@@ -1,17 +1,30 @@
 from django.urls import path
 
-from deployments import views
+from deployments.views import clusters, deployment_pages, keys, models, operations, scoring
 
 urlpatterns = [
-    path("clusters/new/", views.cluster_new, name="cluster_new"),
-    path("clusters/<int:pk>/", views.cluster_detail, name="cluster_detail"),
-    path("clusters/<int:pk>/delete/", views.cluster_delete_view, name="cluster_delete"),
-    path("deployments/new/", views.deployment_new, name="deployment_new"),
-    path("deployments/<int:pk>/", views.deployment_detail, name="deployment_detail"),
-    path("deployments/<int:pk>/status/", views.deployment_status, name="deployment_status"),
-    path("deployments/<int:pk>/delete/", views.deployment_delete_view, name="deployment_delete"),
-    path("operations/", views.operation_list, name="operation_list"),
-    path("operations/<int:pk>/", views.operation_detail, name="operation_detail"),
-    path("operations/<int:pk>/progress/", views.operation_progress, name="operation_progress"),
-    path("models/", views.model_list, name="model_list"),
+    path("clusters/new/", clusters.cluster_new, name="cluster_new"),
+    path("clusters/<int:pk>/", clusters.cluster_detail, name="cluster_detail"),
+    path("clusters/<int:pk>/delete/", clusters.cluster_delete_view, name="cluster_delete"),
+    path("deployments/new/", deployment_pages.deployment_new, name="deployment_new"),
+    path("deployments/<int:pk>/", deployment_pages.deployment_detail, name="deployment_detail"),
+    path("deployments/<int:pk>/status/", deployment_pages.deployment_status, name="deployment_status"),
+    path("deployments/<int:pk>/logs/", deployment_pages.deployment_logs_part, name="deployment_logs"),
+    path("deployments/<int:pk>/update/", deployment_pages.deployment_update_view, name="deployment_update"),
+    path(
+        "deployments/<int:pk>/rollback/",
+        deployment_pages.deployment_rollback_view,
+        name="deployment_rollback",
+    ),
+    path("deployments/<int:pk>/delete/", deployment_pages.deployment_delete_view, name="deployment_delete"),
+    path("deployments/<int:pk>/keys/reveal/", keys.key_reveal, name="deployment_key_reveal"),
+    path("deployments/<int:pk>/keys/regenerate/", keys.key_regenerate, name="deployment_key_regenerate"),
+    path("deployments/<int:pk>/test/", scoring.deployment_test, name="deployment_test"),
+    path("deployments/<int:pk>/thumbnail.png", scoring.scoring_run_thumbnail, name="scoring_run_thumbnail"),
+    path("operations/", operations.operation_list, name="operation_list"),
+    path("operations/<int:pk>/", operations.operation_detail, name="operation_detail"),
+    path("operations/<int:pk>/progress/", operations.operation_progress, name="operation_progress"),
+    path("models/", models.model_list, name="model_list"),
+    path("models/new/", models.model_new, name="model_new"),
+    path("models/<int:pk>/", models.model_detail, name="model_detail"),
 ]

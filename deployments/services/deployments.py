@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 
-from deployments.crypto import encrypt, new_key
-from deployments.models import Cluster, Deployment, DeploymentRevision, Operation, OperationKind, RegisteredModel
-from deployments.states import ProvisioningState, ServiceState
+from deployments.backends.base import BackendError, KeyName
+from deployments.crypto import decrypt, encrypt, new_key
+from deployments.models import (
+    Cluster,
+    Deployment,
+    DeploymentRevision,
+    Operation,
+    OperationKind,
+    RegisteredModel,
+)
+from deployments.states import ACTIVE_OPERATION_STATES, ProvisioningState, ServiceState
 
 from .audit import actor_name, audit_record
 from .operations import Refused, operation_by_idempotency_key, operation_start
+from .specs import backend_for, service_spec
 from .transitions import deployment_transition
 
 CONFIG_FIELDS = (
@@ -71,7 +81,9 @@ def deployment_create(
         raise TypeError(f"unknown deployment settings: {sorted(unknown)}")
     cluster.refresh_from_db()
     if cluster.provisioning_state != ProvisioningState.SUCCEEDED:
-        raise Refused(f"{cluster.name} is {cluster.provisioning_state}; deploy to a cluster that is Succeeded.")
+        raise Refused(
+            f"{cluster.name} is {cluster.provisioning_state}; deploy to a cluster that is Succeeded."
+        )
     if config.get("gpu_enabled") and not cluster.has_gpu:
         raise Refused(f"{cluster.name} has no GPU: switch the GPU off, or choose a cluster with GPU nodes.")
     try:
@@ -89,9 +101,17 @@ def deployment_create(
                 **config,
             )
             revision_record(deployment=deployment, user=user)
-            audit_record(actor=user, action="deployment.create", resource=deployment, after=deployment_config(deployment))
+            audit_record(
+                actor=user,
+                action="deployment.create",
+                resource=deployment,
+                after=deployment_config(deployment),
+            )
             return operation_start(
-                kind=OperationKind.SERVICE_DEPLOY, user=user, deployment=deployment, cluster=cluster,
+                kind=OperationKind.SERVICE_DEPLOY,
+                user=user,
+                deployment=deployment,
+                cluster=cluster,
                 idempotency_key=idempotency_key,
             )
     except IntegrityError as exc:
@@ -101,7 +121,11 @@ def deployment_create(
 
 
 def deployment_delete(
-    *, user: AbstractBaseUser | None, deployment: Deployment, idempotency_key: str | None = None, reason: str = ""
+    *,
+    user: AbstractBaseUser | None,
+    deployment: Deployment,
+    idempotency_key: str | None = None,
+    reason: str = "",
 ) -> Operation:
     """Start deleting a web service: its replicas stop, its record and audit trail stay."""
     if existing := operation_by_idempotency_key(idempotency_key):
@@ -111,12 +135,214 @@ def deployment_delete(
         raise Refused(f"{deployment.name} is already {deployment.state.lower()}.")
     with transaction.atomic():
         audit_record(
-            actor=user, action="deployment.delete", resource=deployment, before=deployment_config(deployment),
+            actor=user,
+            action="deployment.delete",
+            resource=deployment,
+            before=deployment_config(deployment),
             message=reason,
         )
         operation = operation_start(
-            kind=OperationKind.SERVICE_DELETE, user=user, deployment=deployment, cluster=deployment.cluster,
+            kind=OperationKind.SERVICE_DELETE,
+            user=user,
+            deployment=deployment,
+            cluster=deployment.cluster,
             idempotency_key=idempotency_key,
         )
         deployment_transition(deployment=deployment, to=ServiceState.DELETING, actor=user, message=reason)
     return operation
+
+
+# A live service can be rolled to a new configuration; a Failed one can be repaired the same way.
+UPDATABLE_STATES = (ServiceState.HEALTHY, ServiceState.UNHEALTHY, ServiceState.FAILED)
+KEY_NAMES: tuple[KeyName, ...] = ("Primary", "Secondary")
+
+
+def _changes(
+    deployment: Deployment, model: RegisteredModel, entry_script: str, environment_yaml: str, config: dict
+):
+    changed = [field for field in CONFIG_FIELDS if config[field] != getattr(deployment, field)]
+    if model.pk != deployment.model_id:
+        changed.append("model")
+    if entry_script != deployment.entry_script:
+        changed.append("entry_script")
+    if environment_yaml != deployment.environment_yaml:
+        changed.append("environment")
+    return changed
+
+
+def deployment_update(
+    *,
+    user: AbstractBaseUser,
+    deployment: Deployment,
+    model: RegisteredModel | None = None,
+    entry_script: str | None = None,
+    environment_yaml: str | None = None,
+    idempotency_key: str | None = None,
+    action: str = "deployment.update",
+    message: str = "",
+    **config,
+) -> Operation:
+    """Roll a deployment to a new configuration as one SERVICE_UPDATE operation.
+
+    The new configuration becomes the next revision; every earlier one stays, so it can be rolled back to.
+    On the local target the supervisor starts the new replicas and waits until they are ready before it
+    stops the old ones, so scoring does not fail during the update. Settings not given stay as they are.
+    """
+    if existing := operation_by_idempotency_key(idempotency_key):
+        return existing
+    unknown = set(config) - set(CONFIG_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown deployment settings: {sorted(unknown)}")
+    deployment.refresh_from_db()
+    if deployment.state not in UPDATABLE_STATES:
+        raise Refused(
+            f"{deployment.name} is {deployment.state}: only a Healthy, Unhealthy or Failed deployment can be updated."
+        )
+    model = model or deployment.model
+    entry_script = deployment.entry_script if entry_script is None else entry_script
+    environment_yaml = deployment.environment_yaml if environment_yaml is None else environment_yaml
+    wanted = {field: config.get(field, getattr(deployment, field)) for field in CONFIG_FIELDS}
+    if wanted["gpu_enabled"] and not deployment.cluster.has_gpu:
+        raise Refused(f"{deployment.cluster.name} has no GPU: switch the GPU off.")
+    changed = _changes(deployment, model, entry_script, environment_yaml, wanted)
+    if not changed:
+        raise Refused(
+            f"Nothing to change: that is {deployment.name}'s current configuration (revision {deployment.revision})."
+        )
+    before = {**deployment_config(deployment), "revision": deployment.revision}
+    try:
+        with transaction.atomic():
+            number = (deployment.revisions.aggregate(n=Max("number"))["n"] or 0) + 1
+            # First, so that a deployment busy with another operation is refused before anything changes.
+            operation = operation_start(
+                kind=OperationKind.SERVICE_UPDATE,
+                user=user,
+                deployment=deployment,
+                cluster=deployment.cluster,
+                idempotency_key=idempotency_key,
+                params={"revision": number, "previous_revision": before["revision"], "changed": changed},
+            )
+            Deployment.objects.filter(pk=deployment.pk).update(
+                model=model,
+                entry_script=entry_script,
+                environment_yaml=environment_yaml,
+                revision=number,
+                **wanted,
+            )
+            deployment.refresh_from_db()
+            revision_record(deployment=deployment, user=user)
+            audit_record(
+                actor=user,
+                action=action,
+                resource=deployment,
+                before=before,
+                after={**deployment_config(deployment), "revision": number},
+                message=message or f"revision {number}: {', '.join(changed)} changed",
+            )
+            deployment_transition(
+                deployment=deployment,
+                to=ServiceState.TRANSITIONING,
+                actor=user,
+                message=f"updating to revision {number}",
+            )
+    except IntegrityError as exc:
+        if existing := operation_by_idempotency_key(idempotency_key):
+            return existing
+        raise Refused(f"{deployment.name} is being changed by someone else; try again.") from exc
+    return operation
+
+
+def deployment_rollback(
+    *, user: AbstractBaseUser, deployment: Deployment, number: int, idempotency_key: str | None = None
+) -> Operation:
+    """Update a deployment to an earlier revision's configuration (model, entry script, environment, settings).
+
+    A rollback is an update like any other: it becomes a new revision, and the one rolled away from stays.
+    """
+    revision = deployment.revisions.select_related("model").filter(number=number).first()
+    if revision is None:
+        raise Refused(f"{deployment.name} has no revision {number}.")
+    config = {field: value for field, value in revision.config.items() if field in CONFIG_FIELDS}
+    return deployment_update(
+        user=user,
+        deployment=deployment,
+        model=revision.model,
+        entry_script=revision.entry_script,
+        environment_yaml=revision.environment_yaml,
+        idempotency_key=idempotency_key,
+        action="deployment.rollback",
+        message=f"rollback to revision {number}",
+        **config,
+    )
+
+
+def _check_key_name(key: str) -> KeyName:
+    if key not in KEY_NAMES:
+        raise Refused(f"There is no {key!r} key: choose Primary or Secondary.")
+    return key  # type: ignore[return-value]
+
+
+def deployment_key_reveal(*, user: AbstractBaseUser, deployment: Deployment, key: str) -> str:
+    """Return one scoring key in full, and record who saw it."""
+    key = _check_key_name(key)
+    deployment.refresh_from_db()
+    if deployment.state == ServiceState.DELETED:
+        raise Refused(f"{deployment.name} is deleted; its keys are gone.")
+    encrypted = deployment.primary_key_encrypted if key == "Primary" else deployment.secondary_key_encrypted
+    secret = decrypt(encrypted)
+    if not secret:
+        raise Refused(
+            f"{deployment.name} has no {key.lower()} key yet; it appears once the deployment is Healthy."
+        )
+    with transaction.atomic():
+        audit_record(
+            actor=user,
+            action="deployment.key_reveal",
+            resource=deployment,
+            after={"key": key},
+            message=f"{key} key revealed",
+        )
+    return secret
+
+
+def deployment_key_regenerate(*, user: AbstractBaseUser, deployment: Deployment, key: str) -> None:
+    """Replace one scoring key; the old one stops working at once.
+
+    Local target only, in the request: the backend rewrites the key file (a local write, no network) and
+    the front proxy re-reads it on its next request. An Azure key is regenerated by Azure, which is cloud
+    work for an operation on a worker.
+    """
+    key = _check_key_name(key)
+    deployment.refresh_from_db()
+    if not deployment.cluster.is_local:
+        raise Refused("An Azure key is regenerated by a worker: use deployment_azure_key_regenerate.")
+    if deployment.state not in UPDATABLE_STATES:
+        raise Refused(f"{deployment.name} is {deployment.state}; regenerate its keys once it is Healthy.")
+    if deployment.operations.filter(state__in=ACTIVE_OPERATION_STATES).exists():
+        # The operation's next step writes the key file from the row it read: it would undo this.
+        raise Refused(
+            f"{deployment.name} has an operation in progress; regenerate its key once it has finished."
+        )
+    try:
+        primary, secondary = backend_for(deployment.cluster).regenerate_key(service_spec(deployment), key)
+    except (BackendError, OSError) as exc:
+        raise Refused(f"The {key.lower()} key could not be replaced: {exc}") from exc
+    with transaction.atomic():
+        Deployment.objects.filter(pk=deployment.pk).update(
+            primary_key_encrypted=encrypt(primary), secondary_key_encrypted=encrypt(secondary)
+        )
+        audit_record(
+            actor=user,
+            action="deployment.key_regenerate",
+            resource=deployment,
+            after={"key": key},
+            message=f"{key} key regenerated; the old {key.lower()} key no longer works",
+        )
+
+
+def deployment_logs(deployment: Deployment, lines: int = 100) -> dict[str, str] | None:
+    """The last lines of each replica's log (local target: files on this machine). None for Azure, whose
+    logs are a network call a page refresh must not make."""
+    if not deployment.cluster.is_local or deployment.state == ServiceState.DELETED:
+        return None
+    return backend_for(deployment.cluster).service_logs(service_spec(deployment), lines=lines)

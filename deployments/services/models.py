@@ -11,9 +11,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from deployments import model_archives
+from deployments.model_archives import ArchiveRefused
 from deployments.models import RegisteredModel
 
 from .audit import audit_record
+from .operations import Refused
 
 
 def _tree_size(root: Path) -> int:
@@ -45,6 +48,7 @@ def model_register(
         for _ in range(5):  # two people registering the same name at once: retry on the next version
             version = (RegisteredModel.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0) + 1
             target = settings.LYNX_MODELS_DIR / name / str(version) / name
+            moved = False
             try:
                 with transaction.atomic():
                     model = RegisteredModel.objects.create(
@@ -63,6 +67,7 @@ def model_register(
                     shutil.rmtree(target.parent, ignore_errors=True)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     staging.rename(target)
+                    moved = True
                     audit_record(
                         actor=user,
                         action="model.register",
@@ -70,8 +75,56 @@ def model_register(
                         after={"name": name, "version": version, "size_bytes": size},
                     )
                 return model
-            except IntegrityError:
-                continue
+            except BaseException as exc:
+                if moved:  # the row was rolled back: files without a row must not stay behind
+                    shutil.rmtree(target.parent, ignore_errors=True)
+                if isinstance(exc, IntegrityError) and not moved:
+                    continue
+                raise
         raise RuntimeError(f"could not find a free version number for {name}")
     finally:
         shutil.rmtree(staging.parent, ignore_errors=True)
+
+
+def model_upload(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    archive: Path,
+    archive_name: str = "",
+    labels: bytes | None = None,
+    description: str = "",
+) -> tuple[RegisteredModel, list[str]]:
+    """Check an uploaded SavedModel archive and register it as the next version of `name`.
+
+    Returns the new version and notes for the user (e.g. a label count that does not match the model's
+    outputs). Raises Refused with the reason when the archive is not a usable SavedModel; then nothing is
+    registered and nothing is left on disk.
+    """
+    display = archive_name or "The upload"
+    scratch = settings.LYNX_UPLOADS_DIR / f"unpack-{uuid.uuid4().hex}"
+    try:
+        label_lines = model_archives.parse_labels(labels) if labels else None
+        unpacked = model_archives.unpack_saved_model(archive, scratch / "files", display)
+        if label_lines is None:
+            label_lines = model_archives.parse_labels(unpacked.labels.encode()) if unpacked.labels else []
+        notes = []
+        classes = model_archives.output_classes(unpacked.signature)
+        if label_lines and classes and len(label_lines) != classes:
+            notes.append(
+                f"The labels file names {len(label_lines)} classes but the model scores {classes}: "
+                "check that it matches the model's outputs."
+            )
+        model = model_register(
+            user=user,
+            name=name,
+            source_dir=unpacked.saved_model_dir,
+            labels="\n".join(label_lines),
+            description=description,
+            signature=unpacked.signature,
+        )
+    except ArchiveRefused as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        model_archives.remove_tree(scratch)
+    return model, notes

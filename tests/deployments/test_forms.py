@@ -1,5 +1,6 @@
 import pytest
 
+from deployments.environments import default_environment_yaml
 from deployments.forms import ClusterForm, DeploymentForm
 from tests.deployments.factories import ready_cluster
 
@@ -13,7 +14,7 @@ def _deployment_data(cluster, model, **overrides):
         "cluster": cluster.pk,
         "model": model.pk,
         "entry_script": "def init():\n    pass\n\ndef run(data):\n    return data\n",
-        "environment_yaml": "name: x\n",
+        "environment_yaml": default_environment_yaml(),
         "gpu_cores": 0,
         "replicas": 1,
         "cpu_cores": 1,

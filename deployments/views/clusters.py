@@ -1,0 +1,70 @@
+"""Cluster (compute target) pages."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.roles import deployer_required
+from deployments import selectors
+from deployments.forms import ClusterForm, ConfirmForm
+from deployments.models import Cluster
+from deployments.services import Refused, cluster_create, cluster_delete
+
+
+@require_GET
+def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    cluster = get_object_or_404(Cluster.objects.select_related("owner", "workspace"), pk=pk)
+    return render(
+        request,
+        "deployments/cluster_detail.html",
+        {
+            "cluster": cluster,
+            "deployments": cluster.deployments.select_related("model", "owner").order_by("-created_at")[:100],
+            "operations": cluster.operations.filter(deployment=None).order_by("-created_at")[:20],
+            "audit": selectors.audit_for("cluster", cluster.pk),
+            "delete_form": ConfirmForm(),
+        },
+    )
+
+
+@deployer_required
+def cluster_new(request: HttpRequest) -> HttpResponse:
+    form = ClusterForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            operation = cluster_create(
+                user=request.user,
+                name=form.cleaned_data["name"],
+                expires_at=form.expires_at(),
+                idle_teardown_hours=form.cleaned_data.get("idle_teardown_hours"),
+                auto_teardown=form.cleaned_data["auto_teardown"],
+                idempotency_key=form.cleaned_data["idempotency_key"],
+            )
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("operation_detail", pk=operation.pk)
+    return render(
+        request, "deployments/cluster_form.html", {"form": form}, status=400 if form.errors else 200
+    )
+
+
+@require_POST
+@deployer_required
+def cluster_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    cluster = get_object_or_404(Cluster, pk=pk)
+    form = ConfirmForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The delete form was incomplete; nothing was changed.")
+        return redirect("cluster_detail", pk=pk)
+    try:
+        operation = cluster_delete(
+            user=request.user, cluster=cluster, idempotency_key=form.cleaned_data["idempotency_key"]
+        )
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect("cluster_detail", pk=pk)
+    return redirect("operation_detail", pk=operation.pk)

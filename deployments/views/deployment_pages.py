@@ -1,0 +1,202 @@
+"""A deployment's pages: deploy, the deployment page (overview, keys, logs, test, history), update, rollback,
+delete."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.roles import deployer_required
+from deployments import selectors
+from deployments.crypto import decrypt, mask
+from deployments.environments import check_environment, runtime_version
+from deployments.forms import ConfirmForm, DeploymentForm, DeploymentUpdateForm, KeyForm, RollbackForm
+from deployments.models import Deployment
+from deployments.services import Refused, deployment_create, deployment_delete
+from deployments.services.deployments import (
+    UPDATABLE_STATES,
+    deployment_logs,
+    deployment_rollback,
+    deployment_update,
+)
+
+from .uploads import streamed_uploads
+
+TEXT_UPLOADS_MAX_BYTES = 1024 * 1024  # score.py and a conda file; the forms check each against 512 KiB
+
+
+def _deployment(pk: int) -> Deployment:
+    return get_object_or_404(Deployment.objects.select_related("cluster", "model", "owner"), pk=pk)
+
+
+def _flash_warnings(request: HttpRequest, warnings: list[str]) -> None:
+    for warning in warnings:
+        messages.warning(request, warning)
+
+
+@deployer_required
+@streamed_uploads(TEXT_UPLOADS_MAX_BYTES)
+def deployment_new(request: HttpRequest) -> HttpResponse:
+    initial = {"cluster": request.GET["cluster"]} if request.GET.get("cluster") else None
+    if request.method == "POST":
+        form = DeploymentForm(request.POST, request.FILES)
+    else:
+        form = DeploymentForm(initial=initial)
+    checked = False
+    if request.method == "POST" and form.is_valid():
+        if "check" in request.POST:
+            checked = True  # "Check" only: show what the checks say, deploy nothing
+        else:
+            try:
+                operation = deployment_create(
+                    user=request.user,
+                    name=form.cleaned_data["name"],
+                    cluster=form.cleaned_data["cluster"],
+                    model=form.cleaned_data["model"],
+                    entry_script=form.cleaned_data["entry_script"],
+                    environment_yaml=form.cleaned_data["environment_yaml"],
+                    idempotency_key=form.cleaned_data["idempotency_key"],
+                    **form.config(),
+                )
+            except Refused as exc:
+                form.add_error(None, str(exc))
+            else:
+                _flash_warnings(request, form.warnings)
+                return redirect("operation_detail", pk=operation.pk)
+    return render(
+        request,
+        "deployments/deployment_form.html",
+        {"form": form, "checked": checked, "tensorflow_version": runtime_version("tensorflow")},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_GET
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _deployment(pk)
+    environment = check_environment(deployment.environment_yaml)
+    return render(
+        request,
+        "deployments/deployment_detail.html",
+        {
+            "deployment": deployment,
+            "primary_key_masked": mask(decrypt(deployment.primary_key_encrypted)),
+            "secondary_key_masked": mask(decrypt(deployment.secondary_key_encrypted)),
+            "key_form": KeyForm(),
+            "operations": deployment.operations.order_by("-created_at")[:20],
+            "audit": selectors.audit_for("deployment", deployment.pk),
+            "revisions": deployment.revisions.select_related("model").order_by("-number")[:50],
+            "scoring_runs": deployment.scoring_runs.defer("thumbnail", "response_excerpt")[:20],
+            "logs": deployment_logs(deployment),
+            "environment_warnings": environment.warnings + environment.errors,
+            "tensorflow_version": runtime_version("tensorflow"),
+            "updatable": deployment.state in UPDATABLE_STATES,
+            "delete_form": ConfirmForm(),
+            "rollback_form": ConfirmForm(),
+        },
+    )
+
+
+@require_GET
+def deployment_status(request: HttpRequest, pk: int) -> HttpResponse:
+    """The part of the deployment page that refreshes itself."""
+    return render(request, "deployments/_deployment_status.html", {"deployment": _deployment(pk)})
+
+
+@require_GET
+def deployment_logs_part(request: HttpRequest, pk: int) -> HttpResponse:
+    """The last lines of each replica's log; the page reloads this every few seconds."""
+    deployment = _deployment(pk)
+    return render(
+        request,
+        "deployments/_deployment_logs.html",
+        {"deployment": deployment, "logs": deployment_logs(deployment)},
+    )
+
+
+@deployer_required
+@streamed_uploads(TEXT_UPLOADS_MAX_BYTES)
+def deployment_update_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _deployment(pk)
+    if request.method == "POST":
+        form = DeploymentUpdateForm(request.POST, request.FILES, deployment=deployment)
+    else:
+        form = DeploymentUpdateForm(deployment=deployment)
+    checked = False
+    if request.method == "POST" and form.is_valid():
+        if "check" in request.POST:
+            checked = True
+        else:
+            try:
+                operation = deployment_update(
+                    user=request.user,
+                    deployment=deployment,
+                    model=form.cleaned_data["model"],
+                    entry_script=form.cleaned_data["entry_script"],
+                    environment_yaml=form.cleaned_data["environment_yaml"],
+                    idempotency_key=form.cleaned_data["idempotency_key"],
+                    **form.config(),
+                )
+            except Refused as exc:
+                form.add_error(None, str(exc))
+            else:
+                _flash_warnings(request, form.warnings)
+                return redirect("operation_detail", pk=operation.pk)
+    return render(
+        request,
+        "deployments/deployment_update.html",
+        {
+            "deployment": deployment,
+            "form": form,
+            "checked": checked,
+            "updatable": deployment.state in UPDATABLE_STATES,
+            "tensorflow_version": runtime_version("tensorflow"),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@require_POST
+@deployer_required
+def deployment_rollback_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _deployment(pk)
+    form = RollbackForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The rollback form was incomplete; nothing was changed.")
+        return redirect(deployment_history_url(deployment))
+    try:
+        operation = deployment_rollback(
+            user=request.user,
+            deployment=deployment,
+            number=form.cleaned_data["revision"],
+            idempotency_key=form.cleaned_data["idempotency_key"],
+        )
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect(deployment_history_url(deployment))
+    return redirect("operation_detail", pk=operation.pk)
+
+
+def deployment_history_url(deployment: Deployment) -> str:
+    return reverse("deployment_detail", args=[deployment.pk]) + "#history"
+
+
+@require_POST
+@deployer_required
+def deployment_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _deployment(pk)
+    form = ConfirmForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The delete form was incomplete; nothing was changed.")
+        return redirect("deployment_detail", pk=pk)
+    try:
+        operation = deployment_delete(
+            user=request.user, deployment=deployment, idempotency_key=form.cleaned_data["idempotency_key"]
+        )
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect("deployment_detail", pk=pk)
+    return redirect("operation_detail", pk=operation.pk)

@@ -1,0 +1,71 @@
+"""A deployment's scoring keys: reveal one (shown once, audited) or regenerate one (audited)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from dashboard.roles import deployer_required
+from deployments.forms import KeyForm
+from deployments.models import Deployment
+from deployments.services import Refused
+from deployments.services.deployments import deployment_key_regenerate, deployment_key_reveal
+from deployments.services.workspaces import deployment_azure_key_regenerate
+
+
+def _keys_url(pk: int) -> str:
+    return reverse("deployment_detail", args=[pk]) + "#keys"
+
+
+@require_POST
+@deployer_required
+def key_reveal(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = get_object_or_404(Deployment.objects.select_related("cluster"), pk=pk)
+    form = KeyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the Primary or the Secondary key.")
+        return redirect(_keys_url(pk))
+    try:
+        secret = deployment_key_reveal(user=request.user, deployment=deployment, key=form.cleaned_data["key"])
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect(_keys_url(pk))
+    response = render(
+        request,
+        "deployments/deployment_key.html",
+        {"deployment": deployment, "key_name": form.cleaned_data["key"], "secret": secret},
+    )
+    response["Cache-Control"] = "no-store"  # shown once: not kept by the browser's cache or back button
+    return response
+
+
+@require_POST
+@deployer_required
+def key_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = get_object_or_404(Deployment.objects.select_related("cluster", "model"), pk=pk)
+    form = KeyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the Primary or the Secondary key.")
+        return redirect(_keys_url(pk))
+    key = form.cleaned_data["key"]
+    if not deployment.cluster.is_local:
+        # Azure regenerates its own keys (regen_key blocks while it polls): an operation on a worker.
+        try:
+            operation = deployment_azure_key_regenerate(user=request.user, deployment=deployment, key=key)
+        except Refused as exc:
+            messages.error(request, str(exc))
+            return redirect(_keys_url(pk))
+        return redirect("operation_detail", pk=operation.pk)
+    try:
+        deployment_key_regenerate(user=request.user, deployment=deployment, key=key)
+    except Refused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"The {key.lower()} key of {deployment.name} was regenerated; the old one no longer works.",
+        )
+    return redirect(_keys_url(pk))
