@@ -39,6 +39,10 @@ class Workspace(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_check_result = models.TextField(blank=True)
+    last_check_ok = models.BooleanField(null=True, blank=True)
+    # The periodic sync (deployments.services.azure_sync): when it last listed the workspace, and why it could not.
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    last_sync_error = models.TextField(blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -70,6 +74,8 @@ class Cluster(models.Model):
     idle_teardown_hours = models.PositiveIntegerField(null=True, blank=True)
     auto_teardown = models.BooleanField(default=False)
     expiry_warned_at = models.DateTimeField(null=True, blank=True)
+    # The owner said "still in use": the idle rule does not fire before this time.
+    idle_extended_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -172,6 +178,9 @@ class OperationKind(models.TextChoices):
     SERVICE_DEPLOY = "service_deploy", "Deploy service"
     SERVICE_UPDATE = "service_update", "Update service"
     SERVICE_DELETE = "service_delete", "Delete service"
+    SERVICE_KEY_REGENERATE = "service_key_regenerate", "Regenerate key"
+    SERVICE_LOGS = "service_logs", "Fetch logs"
+    WORKSPACE_TEST = "workspace_test", "Test workspace connection"
 
 
 class Operation(models.Model):
@@ -181,6 +190,11 @@ class Operation(models.Model):
     cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="operations")
     deployment = models.ForeignKey(
         Deployment, null=True, blank=True, on_delete=models.PROTECT, related_name="operations"
+    )
+    # Azure work that belongs to a workspace rather than to one cluster or deployment (a connection test,
+    # fetching a service's logs).
+    workspace = models.ForeignKey(
+        Workspace, null=True, blank=True, on_delete=models.PROTECT, related_name="operations"
     )
     resource_name = models.CharField(max_length=64)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -229,6 +243,57 @@ class Operation(models.Model):
         return (self.finished_at or timezone.now()) - self.started_at
 
 
+class ExternalResource(models.Model):
+    """What the periodic Azure sync found that Lynx's own rows do not account for.
+
+    `unmanaged`: a compute target or web service exists in the workspace but Lynx did not create it (made in
+    the portal, by a notebook, or left behind), so it bills without appearing on the overview. `missing`: Lynx
+    believes a cluster or service exists but Azure does not list it (deleted behind Lynx's back). A finding
+    stays open while the sync keeps seeing it and is resolved (kept, with `resolved_at`) once it is gone.
+    """
+
+    class Finding(models.TextChoices):
+        UNMANAGED = "unmanaged", "In Azure, not in Lynx"
+        MISSING = "missing", "In Lynx, not in Azure"
+
+    class Kind(models.TextChoices):
+        COMPUTE = "compute", "Compute target"
+        SERVICE = "service", "Web service"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="external_resources")
+    finding = models.CharField(max_length=16, choices=Finding.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=64)
+    compute_type = models.CharField(max_length=32, blank=True, help_text="Azure's type: AKS, AmlCompute, ...")
+    state = models.CharField(max_length=32, blank=True, help_text="provisioning_state or service state, as Azure says")
+    vm_size = models.CharField(max_length=64, blank=True)
+    node_count = models.PositiveIntegerField(null=True, blank=True)
+    location = models.CharField(max_length=32, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    deployment = models.ForeignKey(Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["workspace", "kind", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "finding", "kind", "name"],
+                condition=Q(resolved_at__isnull=True),
+                name="one_open_finding_per_resource",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.name} ({self.get_finding_display()})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
 class OperationLine(models.Model):
     """One progress line, as wait_for_deployment(show_output=True) would print it."""
 
@@ -267,6 +332,7 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["resource_type", "resource_id"]),
             models.Index(fields=["actor_name", "created_at"]),
+            models.Index(fields=["resource_type", "resource_name"]),
         ]
 
     def save(self, *args, **kwargs) -> None:

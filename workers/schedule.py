@@ -1,9 +1,18 @@
 """Every periodic task Lynx runs, in one place."""
 
+import os
+
 from django.conf import settings
 
 
+def _seconds(name: str, default: float) -> float:
+    # Settings win; the environment is the fallback until dashboard/settings.py names it.
+    return float(getattr(settings, name, None) or os.environ.get(name) or default)
+
+
 def beat_schedule() -> dict[str, dict]:
+    expiry_every = _seconds("LYNX_EXPIRY_CHECK_SECONDS", 60)
+    azure_sync_every = _seconds("LYNX_AZURE_SYNC_SECONDS", 300)
     return {
         # Compares desired and observed state of every live service, hands lost operation
         # steps (their worker died) to a live worker, and restarts dead local replicas.
@@ -11,5 +20,19 @@ def beat_schedule() -> dict[str, dict]:
             "task": "workers.tasks.reconcile",
             "schedule": settings.LYNX_RECONCILE_SECONDS,
             "options": {"expires": settings.LYNX_RECONCILE_SECONDS},
+        },
+        # Nothing forgotten running: warns owners ahead of a cluster's expiry or idle limit, and
+        # tears down (deployments first, then the cluster) where the owner chose automatic teardown.
+        "check-expiry": {
+            "task": "workers.tasks.check_expiry",
+            "schedule": expiry_every,
+            "options": {"expires": expiry_every},
+        },
+        # What really runs (and bills) in each Azure ML workspace: compute targets and web services Lynx did
+        # not create, and ones Lynx believes exist that Azure no longer lists.
+        "sync-azure": {
+            "task": "workers.tasks.sync_azure",
+            "schedule": azure_sync_every,
+            "options": {"expires": azure_sync_every},
         },
     }

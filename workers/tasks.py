@@ -21,3 +21,32 @@ def reconcile() -> dict[str, int]:
     from deployments.services import services_reconcile
 
     return services_reconcile()
+
+
+@app.task(acks_late=True, ignore_result=True)
+def check_expiry() -> dict[str, int]:
+    """Periodic: warn owners of clusters near their expiry or idle limit; tear down those past it
+    whose owner chose automatic teardown."""
+    from deployments.services.expiry import clusters_expiry_check
+
+    return clusters_expiry_check()
+
+
+@app.task(acks_late=True, ignore_result=True, soft_time_limit=60, time_limit=90)
+def sync_azure() -> int:
+    """Periodic: hand every Azure ML workspace to its own sync task (one slow workspace delays no other)."""
+    from deployments.services.azure_sync import azure_sync_all
+
+    workspace_ids = azure_sync_all()
+    for workspace_id in workspace_ids:
+        sync_azure_workspace.delay(workspace_id)
+    return len(workspace_ids)
+
+
+@app.task(acks_late=True, ignore_result=True, soft_time_limit=240, time_limit=300)
+def sync_azure_workspace(workspace_id: int) -> dict:
+    """List one workspace's compute targets and web services; record what Lynx does not account for."""
+    from deployments.services.azure_sync import azure_sync_workspace
+
+    result = azure_sync_workspace(workspace_id=workspace_id)
+    return {"ok": result.ok, "found": len(result.found), "resolved": len(result.resolved)}

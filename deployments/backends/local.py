@@ -132,7 +132,11 @@ class LocalBackend:
         if status is None:
             if self._recently_spawned(state_dir) and not self._supervisor_exited(state_dir):
                 return ServiceObservation(state="Transitioning", progress=("waiting for the replica supervisor",))
-            return ServiceObservation(state="Missing", error=self._supervisor_log_tail(state_dir))
+            return ServiceObservation(
+                state="Missing",
+                error="No replica supervisor is running for this service. Its last log lines:\n"
+                + self._supervisor_log_tail(state_dir, lines=8),
+            )
         replicas = tuple(
             ReplicaObservation(
                 name=r["name"], state=r["state"], pid=r.get("pid"), restarts=int(r.get("restarts", 0))

@@ -9,6 +9,7 @@ No database transaction is held across a backend call.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,12 +19,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from deployments.backends.base import BackendError
-from deployments.models import Cluster, Deployment, Operation, OperationKind, OperationLine
+from deployments.backends.base import BackendError, ClusterObservation
+from deployments.crypto import encrypt
+from deployments.models import Backend as BackendKind
+from deployments.models import Cluster, Deployment, Operation, OperationKind, OperationLine, Workspace
 from deployments.states import ACTIVE_OPERATION_STATES, OperationState, ProvisioningState, ServiceState
+from deployments.vm_sizes import vm_size_info
 
-from .audit import actor_name
-from .specs import backend_for, cluster_spec, service_spec
+from .audit import actor_name, audit_record
+from .specs import backend_for, cluster_spec, service_spec, workspace_spec
 from .transitions import (
     TransitionError,
     cluster_transition,
@@ -54,16 +58,19 @@ def operation_start(
     deployment: Deployment | None = None,
     idempotency_key: str | None = None,
     params: dict | None = None,
+    workspace: Workspace | None = None,
+    resource_name: str | None = None,
 ) -> Operation:
     """Record an operation inside the caller's transaction; a worker picks it up once it commits."""
-    resource = deployment or cluster
+    resource = deployment or cluster or workspace
     try:
         with transaction.atomic():  # a savepoint: a refused insert leaves the caller's transaction usable
             operation = Operation.objects.create(
                 kind=kind,
                 cluster=cluster,
                 deployment=deployment,
-                resource_name=resource.name,
+                workspace=workspace,
+                resource_name=(resource_name or resource.name)[:64],
                 requested_by=user if user is not None and user.is_authenticated else None,
                 requested_by_name=actor_name(user),
                 idempotency_key=idempotency_key or None,
@@ -108,9 +115,9 @@ def operation_advance(*, operation_id: int) -> float | None:
     )
     if not claimed:
         return None
-    operation = Operation.objects.select_related("cluster", "deployment__model", "deployment__cluster").get(
-        pk=operation_id
-    )
+    operation = Operation.objects.select_related(
+        "cluster__workspace", "deployment__model", "deployment__cluster__workspace", "workspace"
+    ).get(pk=operation_id)
     if operation.state == OperationState.QUEUED:
         operation = operation_transition(operation=operation, to=OperationState.RUNNING)
     next_step: float | None
@@ -144,7 +151,11 @@ def _fail(operation: Operation, error: str) -> None:
         return None
     with transaction.atomic():
         operation_log(operation, f"Failed: {error}")
-        if operation.kind == OperationKind.CLUSTER_PROVISION:
+        if operation.kind == OperationKind.WORKSPACE_TEST:
+            _workspace_checked(operation.workspace, ok=False, result=error)
+        elif operation.kind in (OperationKind.SERVICE_KEY_REGENERATE, OperationKind.SERVICE_LOGS):
+            pass  # reading logs or replacing a key failed; the service itself is as it was
+        elif operation.kind == OperationKind.CLUSTER_PROVISION:
             _try(lambda: cluster_transition(cluster=operation.cluster, to=ProvisioningState.FAILED, message=error,
                                             provisioning_errors=error))
         elif operation.kind == OperationKind.CLUSTER_DELETE:
@@ -201,21 +212,30 @@ def _cluster_provision(operation: Operation) -> float | None:
         backend.provision_cluster(spec)
         _set_phase(operation, "wait", 10)
         return _poll()
+    if failed := operation.params.get("failed_error"):
+        # A worker saw Azure fail this cluster and died while removing it: finish that, once more.
+        return _fail(operation, failed + _remove_failed_compute(operation, backend, spec))
     observed = backend.observe_cluster(spec)
     if observed.provisioning_state == ProvisioningState.SUCCEEDED:
+        if cluster.backend == BackendKind.AZUREML:
+            facts = _azure_cluster_facts(cluster, observed)
+        else:
+            facts = {"gpu_count": observed.gpu_count, "gpu_kind": observed.gpu_kind}
         with transaction.atomic():
             cluster_transition(
-                cluster=cluster,
-                to=ProvisioningState.SUCCEEDED,
-                gpu_count=observed.gpu_count,
-                gpu_kind=observed.gpu_kind,
-                message="provisioned",
+                cluster=cluster, to=ProvisioningState.SUCCEEDED, message="provisioned", **facts
             )
-            gpus = f"{observed.gpu_count:g} × {observed.gpu_kind}" if observed.gpu_count else "no GPU"
-            _succeed(operation, f"Succeeded: {cluster.name} is ready ({gpus})")
+            gpus = f"{facts['gpu_count']:g} × {facts['gpu_kind']}" if facts["gpu_count"] else "no GPU"
+            per_node = " per node" if cluster.backend == BackendKind.AZUREML else ""
+            _succeed(operation, f"Succeeded: {cluster.name} is ready ({gpus}{per_node})")
         return None
     if observed.provisioning_state in (ProvisioningState.FAILED, "Canceled"):
-        return _fail(operation, "; ".join(observed.errors) or f"provisioning ended {observed.provisioning_state}")
+        error = "; ".join(observed.errors) or f"provisioning ended {observed.provisioning_state}"
+        if cluster.backend == BackendKind.AZUREML:
+            params = {**operation.params, "failed_error": error}
+            Operation.objects.filter(pk=operation.pk).update(params=params)
+            error += _remove_failed_compute(operation, backend, spec)
+        return _fail(operation, error)
     if _overdue(operation):
         return _fail(operation, "provisioning did not finish in time")
     operation_log(operation, f"{observed.provisioning_state}.. {observed.detail}".rstrip())
@@ -228,7 +248,12 @@ def _cluster_delete(operation: Operation) -> float | None:
     backend = backend_for(cluster)
     spec = cluster_spec(cluster)
     if operation.phase == "submit":
-        operation_log(operation, f"Deleting {cluster.name}")
+        if cluster.attach_resource_id:
+            operation_log(
+                operation, f"Detaching {cluster.name} from the workspace (the AKS cluster itself stays)"
+            )
+        else:
+            operation_log(operation, f"Deleting {cluster.name}")
         backend.delete_cluster(spec)
         _set_phase(operation, "wait", 20)
         return _poll()
@@ -256,6 +281,13 @@ def _service_deploy(operation: Operation) -> float | None:
             f"({deployment.replicas} replica{'s' if deployment.replicas != 1 else ''}, GPU {'on' if deployment.gpu_enabled else 'off'})",
         )
         if operation.kind == OperationKind.SERVICE_UPDATE:
+            # Remember which rollout was serving, so a status written before the supervisor picked up
+            # this update is never mistaken for its result.
+            generation = backend.observe_service(spec).stats.get("rollout_generation")
+            if generation is not None:
+                params = {**operation.params, "from_generation": generation}
+                Operation.objects.filter(pk=operation.pk).update(params=params)
+                operation.params = params
             backend.update_service(spec)
         else:
             backend.deploy_service(spec)
@@ -275,7 +307,20 @@ def _service_deploy(operation: Operation) -> float | None:
             operation_log(operation, line)
             seen.add(line)
     Operation.objects.filter(pk=operation.pk).update(params={**operation.params, "seen": sorted(seen)})
+    if operation.kind == OperationKind.SERVICE_UPDATE and "from_generation" in operation.params:
+        if observed.stats.get("rollout_generation", 0) <= operation.params["from_generation"]:
+            if _overdue(operation):
+                return _fail(operation, "the rolling update did not start in time")
+            return _poll()  # the supervisor has not begun this rollout yet
+        if observed.error:
+            # The new replicas never became ready; the previous configuration keeps serving.
+            return _fail(operation, f"{observed.error} (the previous configuration is still serving)")
     if observed.state == ServiceState.HEALTHY:
+        keys: dict[str, str] = {}
+        if not deployment.cluster.is_local:
+            # Azure makes an AKS service's keys: read them now (outside any transaction), store them encrypted.
+            primary, secondary = backend.service_keys(spec)
+            keys = {"primary_key_encrypted": encrypt(primary), "secondary_key_encrypted": encrypt(secondary)}
         with transaction.atomic():
             deployment_transition(
                 deployment=deployment,
@@ -284,6 +329,7 @@ def _service_deploy(operation: Operation) -> float | None:
                 swagger_uri=observed.swagger_uri,
                 error="",
                 message=f"{ready} of {total} replicas ready",
+                **keys,
             )
             _succeed(operation, f"Succeeded: {deployment.name} is Healthy at {observed.scoring_uri}")
         return None
@@ -318,12 +364,120 @@ def _service_delete(operation: Operation) -> float | None:
     return _poll() * (1 if deployment.cluster.is_local else 5)
 
 
+# --- Azure: facts about a provisioned cluster, connection tests, keys, logs ----------------------------
+
+# ClusterObservation.detail of an AKS compute: "2 × Standard_NC4as_T4_v3 (DevTest) in eastus[, fqdn]".
+_AKS_DETAIL = re.compile(r"^(?P<nodes>\d+) × (?P<vm_size>\S+) \((?P<purpose>\w*)\) in (?P<location>[^,\s]*)")
+
+
+def _azure_cluster_facts(cluster: Cluster, observed: ClusterObservation) -> dict:
+    """What a Succeeded AKS cluster row records: GPUs *per node* from its VM size (the deploy form's GPU check
+    reads them), and, for an attached cluster, the size, node count and region Azure reports."""
+    facts: dict = {}
+    match = _AKS_DETAIL.match(observed.detail or "")
+    nodes = cluster.node_count
+    vm_size = cluster.vm_size
+    if match:
+        nodes, vm_size = int(match["nodes"]), match["vm_size"]
+        if cluster.attach_resource_id:  # Lynx did not choose these: take Azure's word for them
+            facts.update(vm_size=vm_size, node_count=nodes, location=match["location"] or cluster.location)
+    info = vm_size_info(vm_size)
+    if info is not None:
+        facts.update(gpu_count=info.gpu_count, gpu_kind=info.gpu_kind)
+    else:  # a size Lynx does not know: what Azure's observation says, shared out per node
+        facts.update(gpu_count=observed.gpu_count / max(nodes, 1), gpu_kind=observed.gpu_kind)
+    return facts
+
+
+def _remove_failed_compute(operation: Operation, backend, spec) -> str:
+    """A compute target that failed to provision can still hold (and bill for) part of an AKS cluster:
+    ask Azure to remove it, so nothing is left half-created. Returns a sentence for the error."""
+    try:
+        backend.delete_cluster(spec)
+    except BackendError as exc:
+        operation_log(operation, f"Could not remove the failed compute target: {exc.message}")
+        return " Lynx could not remove the failed compute target; delete this cluster to try again."
+    operation_log(operation, f"Asked Azure to remove the failed compute target {spec.name}")
+    return " Lynx asked Azure to remove the failed compute target, so nothing is left billing."
+
+
+def _workspace_checked(workspace: Workspace, *, ok: bool, result: str) -> None:
+    Workspace.objects.filter(pk=workspace.pk).update(
+        last_checked_at=timezone.now(), last_check_result=result[:4000], last_check_ok=ok
+    )
+    audit_record(
+        actor=None,
+        action="workspace.test",
+        resource=workspace,
+        after={"ok": ok},
+        message=result[:2000],
+    )
+
+
+def _workspace_test(operation: Operation) -> float | None:
+    from deployments.backends import azureml  # cheap: the module imports the SDK only when it calls it
+
+    from .workspaces import connection_problem
+
+    workspace = operation.workspace
+    operation_log(
+        operation,
+        f"Signing in to tenant {workspace.tenant_id} as service principal {workspace.client_id} and reading "
+        f"workspace {workspace.workspace_name} (resource group {workspace.resource_group})",
+    )
+    try:
+        found = azureml.test_connection(workspace_spec(workspace))
+    except BackendError as exc:
+        raise BackendError(connection_problem(exc.message), transient=exc.transient) from exc
+    location = re.search(r"\((?P<location>[a-z0-9]+)\)\.?$", found)
+    with transaction.atomic():
+        if location and not workspace.location:
+            Workspace.objects.filter(pk=workspace.pk).update(location=location["location"])
+        _workspace_checked(workspace, ok=True, result=found)
+        _succeed(operation, f"Succeeded: {found}")
+    return None
+
+
+def _service_key_regenerate(operation: Operation) -> float | None:
+    deployment = operation.deployment
+    key = operation.params.get("key", "Primary")
+    operation_log(operation, f"Asking Azure for a new {key.lower()} key for {deployment.name}")
+    # regen_key blocks for a few seconds while Azure rolls the key out; then the keys are read back.
+    primary, secondary = backend_for(deployment.cluster).regenerate_key(service_spec(deployment), key)
+    with transaction.atomic():
+        Deployment.objects.filter(pk=deployment.pk).update(
+            primary_key_encrypted=encrypt(primary), secondary_key_encrypted=encrypt(secondary)
+        )
+        _succeed(operation, f"Succeeded: new {key.lower()} key stored; the old one no longer works")
+    return None
+
+
+def _service_logs(operation: Operation) -> float | None:
+    deployment = Deployment.objects.select_related("cluster__workspace", "model").get(
+        pk=operation.params["deployment_id"]
+    )
+    lines = int(operation.params.get("lines", 200))
+    logs = backend_for(deployment.cluster).service_logs(service_spec(deployment), lines=lines)
+    with transaction.atomic():
+        for container, text in logs.items():
+            rows = [f"[{container}] {line}" for line in text.splitlines() if line.strip()]
+            OperationLine.objects.bulk_create(
+                [OperationLine(operation=operation, text=f"--- {container}: {len(rows)} lines ---")]
+                + [OperationLine(operation=operation, text=row) for row in rows]
+            )
+        _succeed(operation, f"Succeeded: the last {lines} lines of each container of {deployment.name}")
+    return None
+
+
 HANDLERS: dict[str, Callable[[Operation], float | None]] = {
     OperationKind.CLUSTER_PROVISION: _cluster_provision,
     OperationKind.CLUSTER_DELETE: _cluster_delete,
     OperationKind.SERVICE_DEPLOY: _service_deploy,
     OperationKind.SERVICE_UPDATE: _service_deploy,
     OperationKind.SERVICE_DELETE: _service_delete,
+    OperationKind.SERVICE_KEY_REGENERATE: _service_key_regenerate,
+    OperationKind.SERVICE_LOGS: _service_logs,
+    OperationKind.WORKSPACE_TEST: _workspace_test,
 }
 
 

@@ -335,10 +335,13 @@ def test_faults_can_be_armed_through_the_control_api(
 
 
 def test_operation_in_progress_409_is_permanent_and_keeps_azures_message(
-    backend: AzureMLBackend, model_files: tuple[Path, Path]
+    backend: AzureMLBackend, model_files: tuple[Path, Path], azure_emulator
 ) -> None:
     cluster = ready_cluster(backend)
     spec = service_spec(cluster, model_files)
+    # Keep the deployment in progress long enough that the update surely lands during it, however busy
+    # the machine is.
+    azure_emulator.service_deploy_seconds = 5
     backend.deploy_service(spec)
 
     with pytest.raises(BackendError) as err:  # the deployment is still Transitioning

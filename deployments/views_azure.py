@@ -1,0 +1,231 @@
+"""Pages for the Azure half: workspaces (admins connect them), AKS clusters, an AKS service's keys and logs.
+
+Each view: permission check, form validation, one service call, redirect to the operation it started.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.roles import admin_required, deployer_required
+from deployments import selectors, selectors_azure
+from deployments.crypto import decrypt, mask
+from deployments.forms import ConfirmForm
+from deployments.forms_azure import (
+    AzureClusterForm,
+    AzureKeyForm,
+    AzureLogsForm,
+    WorkspaceForm,
+    WorkspaceSecretForm,
+)
+from deployments.models import Backend, Deployment, Workspace
+from deployments.services import Refused, cluster_create
+from deployments.services.azure_sync import azure_sync_request
+from deployments.services.workspaces import (
+    deployment_azure_key_regenerate,
+    deployment_azure_logs_fetch,
+    workspace_create,
+    workspace_secret_set,
+    workspace_test,
+)
+
+# --- workspaces -------------------------------------------------------------------------------------
+
+
+@require_GET
+def workspace_list(request: HttpRequest) -> HttpResponse:
+    findings = list(selectors_azure.external_resources_open())
+    return render(
+        request,
+        "azure/workspace_list.html",
+        {
+            "workspaces": selectors_azure.workspaces_overview(),
+            "findings": findings,
+            "unmanaged_per_hour": selectors_azure.unmanaged_cost_per_hour(findings),
+        },
+    )
+
+
+@admin_required
+def workspace_new(request: HttpRequest) -> HttpResponse:
+    form = WorkspaceForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            operation = workspace_create(user=request.user, **form.cleaned_data)
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("operation_detail", pk=operation.pk)
+    return render(request, "azure/workspace_form.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_GET
+def workspace_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    workspace = get_object_or_404(Workspace.objects.select_related("created_by"), pk=pk)
+    findings = list(selectors_azure.external_resources_open(workspace))
+    return render(
+        request,
+        "azure/workspace_detail.html",
+        {
+            "workspace": workspace,
+            "clusters": selectors_azure.workspace_clusters(workspace),
+            "operations": selectors_azure.workspace_operations(workspace),
+            "findings": findings,
+            "resolved": selectors_azure.external_resources_resolved(workspace),
+            "unmanaged_per_hour": selectors_azure.unmanaged_cost_per_hour(findings),
+            "audit": selectors.audit_for("workspace", workspace.pk),
+            "test_form": ConfirmForm(),
+        },
+    )
+
+
+@require_POST
+@admin_required
+def workspace_test_view(request: HttpRequest, pk: int) -> HttpResponse:
+    workspace = get_object_or_404(Workspace, pk=pk)
+    form = ConfirmForm(request.POST)
+    key = form.cleaned_data["idempotency_key"] if form.is_valid() else None
+    operation = workspace_test(user=request.user, workspace=workspace, idempotency_key=key)
+    return redirect("operation_detail", pk=operation.pk)
+
+
+@admin_required
+def workspace_secret_view(request: HttpRequest, pk: int) -> HttpResponse:
+    workspace = get_object_or_404(Workspace, pk=pk)
+    form = WorkspaceSecretForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            operation = workspace_secret_set(user=request.user, workspace=workspace, **form.cleaned_data)
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("operation_detail", pk=operation.pk)
+    return render(
+        request,
+        "azure/workspace_secret_form.html",
+        {"form": form, "workspace": workspace},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_POST
+@admin_required
+def workspace_sync_view(request: HttpRequest, pk: int) -> HttpResponse:
+    workspace = get_object_or_404(Workspace, pk=pk)
+    azure_sync_request(workspace=workspace)
+    messages.info(
+        request, f"Listing {workspace.name}'s compute targets and web services; reload in a moment."
+    )
+    return redirect("workspace_detail", pk=pk)
+
+
+# --- clusters ---------------------------------------------------------------------------------------
+
+
+@deployer_required
+def azure_cluster_new(request: HttpRequest) -> HttpResponse:
+    initial = {"workspace": request.GET["workspace"]} if request.GET.get("workspace", "").isdigit() else None
+    form = AzureClusterForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            operation = cluster_create(
+                user=request.user,
+                name=data["name"],
+                backend=Backend.AZUREML,
+                workspace=data["workspace"],
+                vm_size=data["vm_size"],
+                node_count=data["node_count"],
+                cluster_purpose=data["cluster_purpose"],
+                location=data["location"] or data["workspace"].location,
+                attach_resource_id=data["attach_resource_id"],
+                expires_at=form.expires_at(),
+                idle_teardown_hours=data.get("idle_teardown_hours"),
+                auto_teardown=data["auto_teardown"],
+                idempotency_key=data["idempotency_key"],
+            )
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            for warning in form.warnings:
+                messages.warning(request, warning)
+            return redirect("operation_detail", pk=operation.pk)
+    return render(
+        request,
+        "azure/cluster_form.html",
+        {"form": form, "has_workspaces": Workspace.objects.exists()},
+        status=400 if form.errors else 200,
+    )
+
+
+# --- an AKS deployment: keys and logs ---------------------------------------------------------------
+
+
+def _azure_deployment(pk: int) -> Deployment:
+    return get_object_or_404(
+        Deployment.objects.select_related("cluster__workspace", "model").filter(
+            cluster__backend=Backend.AZUREML
+        ),
+        pk=pk,
+    )
+
+
+@require_GET
+def azure_deployment(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _azure_deployment(pk)
+    logs = selectors_azure.deployment_latest_logs(deployment)
+    return render(
+        request,
+        "azure/deployment_azure.html",
+        {
+            "deployment": deployment,
+            "primary_key_masked": mask(decrypt(deployment.primary_key_encrypted)),
+            "secondary_key_masked": mask(decrypt(deployment.secondary_key_encrypted)),
+            "operations": selectors_azure.deployment_azure_operations(deployment),
+            "logs": logs,
+            "log_lines": logs.lines.all()[:2000] if logs else [],
+        },
+    )
+
+
+@require_POST
+@deployer_required
+def azure_key_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _azure_deployment(pk)
+    form = AzureKeyForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose the Primary or the Secondary key; nothing was changed.")
+        return redirect("azure_deployment", pk=pk)
+    try:
+        operation = deployment_azure_key_regenerate(
+            user=request.user,
+            deployment=deployment,
+            key=form.cleaned_data["key"],
+            idempotency_key=form.cleaned_data["idempotency_key"] or None,
+        )
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect("azure_deployment", pk=pk)
+    return redirect("operation_detail", pk=operation.pk)
+
+
+@require_POST
+@deployer_required
+def azure_logs(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = _azure_deployment(pk)
+    form = AzureLogsForm(request.POST)
+    lines = (form.cleaned_data.get("lines") if form.is_valid() else None) or 200
+    try:
+        operation = deployment_azure_logs_fetch(
+            user=request.user,
+            deployment=deployment,
+            lines=lines,
+            idempotency_key=(form.cleaned_data.get("idempotency_key") if form.is_valid() else None) or None,
+        )
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect("azure_deployment", pk=pk)
+    return redirect("operation_detail", pk=operation.pk)
