@@ -1,0 +1,130 @@
+"""Steps of cluster operations: provision (or attach) and delete."""
+
+from __future__ import annotations
+
+import re
+
+from django.db import transaction
+
+from deployments.backends.base import BackendError, ClusterObservation
+from deployments.models import Backend as BackendKind
+from deployments.models import Cluster, Operation
+from deployments.states import ProvisioningState
+from deployments.vm_sizes import vm_size_info
+
+from ..specs import backend_for, cluster_spec
+from ..transitions import (
+    cluster_transition,
+)
+from .steps import (
+    creep,
+    fail,
+    operation_log,
+    overdue,
+    poll,
+    set_phase,
+    succeed,
+)
+
+
+def cluster_provision_step(operation: Operation) -> float | None:
+    cluster = operation.cluster
+    backend = backend_for(cluster)
+    spec = cluster_spec(cluster)
+    if operation.phase == "submit":
+        operation_log(operation, f"Provisioning {cluster.name} on {cluster.get_backend_display()}")
+        backend.provision_cluster(spec)
+        set_phase(operation, "wait", 10)
+        return poll()
+    if failed := operation.params.get("failed_error"):
+        # A worker saw Azure fail this cluster and died while removing it: finish that, once more.
+        return fail(operation, failed + _remove_failed_compute(operation, backend, spec))
+    observed = backend.observe_cluster(spec)
+    if observed.provisioning_state == ProvisioningState.SUCCEEDED:
+        if cluster.backend == BackendKind.AZUREML:
+            facts = _azure_cluster_facts(cluster, observed)
+        else:
+            facts = {"gpu_count": observed.gpu_count, "gpu_kind": observed.gpu_kind}
+        with transaction.atomic():
+            cluster_transition(
+                cluster=cluster, to=ProvisioningState.SUCCEEDED, message="provisioned", **facts
+            )
+            gpus = f"{facts['gpu_count']:g} × {facts['gpu_kind']}" if facts["gpu_count"] else "no GPU"
+            per_node = " per node" if cluster.backend == BackendKind.AZUREML else ""
+            succeed(operation, f"Succeeded: {cluster.name} is ready ({gpus}{per_node})")
+        return None
+    if observed.provisioning_state in (ProvisioningState.FAILED, "Canceled"):
+        error = "; ".join(observed.errors) or f"provisioning ended {observed.provisioning_state}"
+        if cluster.backend == BackendKind.AZUREML:
+            params = {**operation.params, "failed_error": error}
+            Operation.objects.filter(pk=operation.pk).update(params=params)
+            error += _remove_failed_compute(operation, backend, spec)
+        return fail(operation, error)
+    if overdue(operation):
+        return fail(operation, "provisioning did not finish in time")
+    operation_log(operation, f"{observed.provisioning_state}.. {observed.detail}".rstrip())
+    set_phase(operation, "wait", creep(operation))
+    return poll() * 5 if cluster.backend != "local" else poll()
+
+
+def cluster_delete_step(operation: Operation) -> float | None:
+    cluster = operation.cluster
+    backend = backend_for(cluster)
+    spec = cluster_spec(cluster)
+    if operation.phase == "submit":
+        if cluster.attach_resource_id:
+            operation_log(
+                operation, f"Detaching {cluster.name} from the workspace (the AKS cluster itself stays)"
+            )
+        else:
+            operation_log(operation, f"Deleting {cluster.name}")
+        backend.delete_cluster(spec)
+        set_phase(operation, "wait", 20)
+        return poll()
+    observed = backend.observe_cluster(spec)
+    if observed.provisioning_state == ProvisioningState.DELETED:
+        with transaction.atomic():
+            cluster_transition(cluster=cluster, to=ProvisioningState.DELETED, message="deleted")
+            succeed(operation, f"Deleted {cluster.name}")
+        return None
+    if observed.provisioning_state == ProvisioningState.FAILED:
+        return fail(operation, "; ".join(observed.errors) or "deletion failed")
+    operation_log(operation, f"{observed.provisioning_state}..")
+    set_phase(operation, "wait", creep(operation))
+    return poll() * (1 if cluster.is_local else 5)
+
+
+_AKS_DETAIL = re.compile(r"^(?P<nodes>\d+) × (?P<vm_size>\S+) \((?P<purpose>\w*)\) in (?P<location>[^,\s]*)")
+
+
+def _azure_cluster_facts(cluster: Cluster, observed: ClusterObservation) -> dict:
+    """What a Succeeded AKS cluster row records: GPUs *per node* from its VM size (the deploy form's GPU check
+    reads them), and, for an attached cluster, the size, node count and region Azure reports."""
+    facts: dict = {}
+    match = _AKS_DETAIL.match(observed.detail or "")
+    nodes = cluster.node_count
+    vm_size = cluster.vm_size
+    if match:
+        nodes, vm_size = int(match["nodes"]), match["vm_size"]
+        if cluster.attach_resource_id:  # Lynx did not choose these: take Azure's word for them
+            facts.update(vm_size=vm_size, node_count=nodes, location=match["location"] or cluster.location)
+    info = vm_size_info(vm_size)
+    if info is not None:
+        facts.update(gpu_count=info.gpu_count, gpu_kind=info.gpu_kind)
+    else:  # a size Lynx does not know: what Azure's observation says, shared out per node
+        facts.update(gpu_count=observed.gpu_count / max(nodes, 1), gpu_kind=observed.gpu_kind)
+    return facts
+
+
+def _remove_failed_compute(operation: Operation, backend, spec) -> str:
+    """A compute target that failed to provision can still hold (and bill for) part of an AKS cluster:
+    ask Azure to remove it, so nothing is left half-created. Returns a sentence for the error."""
+    try:
+        backend.delete_cluster(spec)
+    except BackendError as exc:
+        operation_log(operation, f"Could not remove the failed compute target: {exc.message}")
+        return " Lynx could not remove the failed compute target; delete this cluster to try again."
+    operation_log(operation, f"Asked Azure to remove the failed compute target {spec.name}")
+    return " Lynx asked Azure to remove the failed compute target, so nothing is left billing."
+
+

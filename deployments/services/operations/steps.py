@@ -1,0 +1,156 @@
+"""The pieces every operation step is made of: start, log, succeed, fail, progress, timing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from deployments.models import Cluster, Deployment, Operation, OperationKind, OperationLine, Workspace
+from deployments.states import ACTIVE_OPERATION_STATES, OperationState, ProvisioningState, ServiceState
+
+from ..audit import actor_name, audit_record
+from ..transitions import (
+    TransitionError,
+    cluster_transition,
+    deployment_transition,
+    operation_transition,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSIENT_RETRIES = 5
+
+
+class Refused(Exception):
+    """A request Lynx will not carry out, with the message the user reads. Nothing was changed."""
+
+
+def operation_dispatch(operation_id: int, countdown: float = 0) -> None:
+    from workers.tasks import advance_operation
+
+    advance_operation.apply_async((operation_id,), countdown=countdown)
+
+
+def operation_start(
+    *,
+    kind: str,
+    user: AbstractBaseUser | None,
+    cluster: Cluster | None = None,
+    deployment: Deployment | None = None,
+    idempotency_key: str | None = None,
+    params: dict | None = None,
+    workspace: Workspace | None = None,
+    resource_name: str | None = None,
+) -> Operation:
+    """Record an operation inside the caller's transaction; a worker picks it up once it commits."""
+    resource = deployment or cluster or workspace
+    try:
+        with transaction.atomic():  # a savepoint: a refused insert leaves the caller's transaction usable
+            operation = Operation.objects.create(
+                kind=kind,
+                cluster=cluster,
+                deployment=deployment,
+                workspace=workspace,
+                resource_name=(resource_name or resource.name)[:64],
+                requested_by=user if user is not None and user.is_authenticated else None,
+                requested_by_name=actor_name(user),
+                idempotency_key=idempotency_key or None,
+                params=params or {},
+            )
+    except IntegrityError as exc:
+        busy = Operation.objects.filter(state__in=ACTIVE_OPERATION_STATES)
+        busy = busy.filter(deployment=deployment) if deployment else busy.filter(cluster=cluster, deployment=None)
+        current = busy.first()
+        if current is not None:
+            raise Refused(
+                f"{resource.name} is busy: {current.get_kind_display().lower()} is {current.state}. "
+                "Wait for it to finish."
+            ) from exc
+        raise
+    OperationLine.objects.create(operation=operation, text=f"{operation.get_kind_display()} requested by {operation.requested_by_name}")
+    transaction.on_commit(lambda: operation_dispatch(operation.pk))
+    return operation
+
+
+def operation_by_idempotency_key(key: str | None) -> Operation | None:
+    """The operation a form submission already started (a double click, a retried POST)."""
+    return Operation.objects.filter(idempotency_key=key).first() if key else None
+
+
+def operation_log(operation: Operation, text: str) -> None:
+    OperationLine.objects.create(operation=operation, text=text)
+
+
+def fail(operation: Operation, error: str) -> None:
+    """End the operation and put its resource into Azure's Failed state, all in one transaction."""
+    operation.refresh_from_db()
+    if operation.is_finished:
+        return None
+    with transaction.atomic():
+        operation_log(operation, f"Failed: {error}")
+        if operation.kind == OperationKind.WORKSPACE_TEST:
+            workspace_checked(operation.workspace, ok=False, result=error)
+        elif operation.kind in (OperationKind.SERVICE_KEY_REGENERATE, OperationKind.SERVICE_LOGS):
+            pass  # reading logs or replacing a key failed; the service itself is as it was
+        elif operation.kind == OperationKind.CLUSTER_PROVISION:
+            try_transition(lambda: cluster_transition(cluster=operation.cluster, to=ProvisioningState.FAILED, message=error,
+                                            provisioning_errors=error))
+        elif operation.kind == OperationKind.CLUSTER_DELETE:
+            try_transition(lambda: cluster_transition(cluster=operation.cluster, to=ProvisioningState.FAILED, message=error,
+                                            provisioning_errors=error))
+        elif operation.deployment_id:
+            try_transition(lambda: deployment_transition(deployment=operation.deployment, to=ServiceState.FAILED,
+                                               message=error, error=error))
+        operation_transition(operation=operation, to=OperationState.FAILED, error=error)
+    return None
+
+
+def try_transition(change: Callable[[], object]) -> None:
+    try:
+        change()
+    except TransitionError:
+        pass
+
+
+def succeed(operation: Operation, line: str) -> None:
+    with transaction.atomic():
+        operation_log(operation, line)
+        operation_transition(operation=operation, to=OperationState.SUCCEEDED)
+
+
+def set_phase(operation: Operation, phase: str, progress: int) -> None:
+    Operation.objects.filter(pk=operation.pk).update(phase=phase, progress=progress)
+    operation.phase, operation.progress = phase, progress
+
+
+def creep(operation: Operation, ceiling: int = 90) -> int:
+    """Progress that keeps moving while a cloud operation gives no percentage."""
+    return min(ceiling, operation.progress + max(1, (ceiling - operation.progress) // 6))
+
+
+def overdue(operation: Operation) -> bool:
+    started = operation.started_at or operation.created_at
+    return timezone.now() - started > timedelta(seconds=settings.LYNX_DEPLOY_TIMEOUT_SECONDS)
+
+
+def poll() -> float:
+    return settings.LYNX_POLL_SECONDS
+
+
+def workspace_checked(workspace: Workspace, *, ok: bool, result: str) -> None:
+    Workspace.objects.filter(pk=workspace.pk).update(
+        last_checked_at=timezone.now(), last_check_result=result[:4000], last_check_ok=ok
+    )
+    audit_record(
+        actor=None,
+        action="workspace.test",
+        resource=workspace,
+        after={"ok": ok},
+        message=result[:2000],
+    )

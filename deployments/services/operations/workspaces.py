@@ -1,0 +1,39 @@
+"""Steps of workspace operations: the connection test."""
+
+from __future__ import annotations
+
+import re
+
+from django.db import transaction
+
+from deployments.backends.base import BackendError
+from deployments.models import Operation, Workspace
+
+from ..specs import workspace_spec
+from .steps import operation_log, succeed, workspace_checked
+
+
+def workspace_test_step(operation: Operation) -> float | None:
+    from deployments.backends import azureml  # cheap: the module imports the SDK only when it calls it
+
+    from ..workspaces import connection_problem
+
+    workspace = operation.workspace
+    operation_log(
+        operation,
+        f"Signing in to tenant {workspace.tenant_id} as service principal {workspace.client_id} and reading "
+        f"workspace {workspace.workspace_name} (resource group {workspace.resource_group})",
+    )
+    try:
+        found = azureml.test_connection(workspace_spec(workspace))
+    except BackendError as exc:
+        raise BackendError(connection_problem(exc.message), transient=exc.transient) from exc
+    location = re.search(r"\((?P<location>[a-z0-9]+)\)\.?$", found)
+    with transaction.atomic():
+        if location and not workspace.location:
+            Workspace.objects.filter(pk=workspace.pk).update(location=location["location"])
+        workspace_checked(workspace, ok=True, result=found)
+        succeed(operation, f"Succeeded: {found}")
+    return None
+
+
