@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-embedded lint lock clean
+.PHONY: install run test test-embedded lint lock clean bench
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ test: install
 # The embedded defaults (SQLite, embedded Redis), quickly: what a laptop without services gets.
 test-embedded: install
 	env -u DATABASE_URL -u REDIS_URL LYNX_VAR_DIR=$(CURDIR)/var/test-embedded $(PY) -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
+
+# Benchmark scripts (not tests): scoring throughput, the dashboard at scale, memory; ~10 minutes on 2 cores.
+# Flags: make bench BENCH_ARGS="--repeats 3 --concurrency 1,16 --seconds 3 --only scoring". See docs/PERFORMANCE.md.
+bench: install
+	LYNX_VAR_DIR=$(CURDIR)/var/bench $(PY) -m bench $(BENCH_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -125,6 +125,21 @@ class ServiceConfigForm(IdempotentForm):
     autoscale_target_utilization = forms.IntegerField(
         initial=70, validators=[MinValueValidator(1), MaxValueValidator(100)]
     )
+    # Dynamic batching (scoring.batching); left blank, they keep the documented defaults.
+    max_batch_size = forms.IntegerField(
+        required=False,
+        initial=32,
+        validators=[MinValueValidator(1), MaxValueValidator(256)],
+        label="Max batch size",
+        help_text="Requests arriving together share one model call, up to this many; 1 turns batching off.",
+    )
+    max_batch_wait_ms = forms.IntegerField(
+        required=False,
+        initial=5,
+        validators=[MinValueValidator(0), MaxValueValidator(1000)],
+        label="Max batch wait (ms)",
+        help_text="How long a call may wait for more requests (only while more are expected).",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -206,7 +221,11 @@ class ServiceConfigForm(IdempotentForm):
             "autoscale_max_replicas",
             "autoscale_target_utilization",
         )
-        return {k: self.cleaned_data[k] for k in keys}
+        config = {k: self.cleaned_data[k] for k in keys}
+        for field in ("max_batch_size", "max_batch_wait_ms"):
+            value = self.cleaned_data.get(field)
+            config[field] = self.fields[field].initial if value is None else value
+        return config
 
 
 class DeploymentForm(ServiceConfigForm):
@@ -260,6 +279,8 @@ class DeploymentUpdateForm(ServiceConfigForm):
         "autoscale_min_replicas",
         "autoscale_max_replicas",
         "autoscale_target_utilization",
+        "max_batch_size",
+        "max_batch_wait_ms",
     )
 
     def _cluster(self) -> Cluster | None:

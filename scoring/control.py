@@ -70,7 +70,7 @@ def spawn(
     port: int,
     replicas: int,
     key_file: Path,
-    max_batch_size: int = 1,
+    max_batch_size: int = 32,  # ReplicaSpec's defaults (not imported: this module stays standard-library)
     max_batch_wait_ms: int = 5,
     ready_timeout_s: float = 120.0,
 ) -> int:

@@ -1,7 +1,11 @@
 """The front proxy: one loopback port in front of the replicas, checking keys like AKS's azureml-fe does.
 
 `GET /` is the open liveness probe; every other request needs `Authorization: Bearer <key>` and is forwarded
-round-robin to a ready replica over pooled keep-alive connections.
+round-robin to a ready replica over pooled keep-alive connections, at most `spec.max_in_flight` at once per
+replica (the others wait here, so a replica always has a thread free for its health probe).
+
+An answer's `X-Lynx-Batch-Size` (the size of the model call that produced it, set by entry scripts that batch)
+is averaged into the stats: `avg_batch_size` is per model call, not per request.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import itertools
 import json
 import logging
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +26,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .keys import KeyStore
+from .replicas import average_batch_size
 
 if TYPE_CHECKING:
     from .replicas import Replica
@@ -41,6 +47,7 @@ _RESPONSE_DROP = frozenset(
     h.lower()
     for h in ("Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade")
 ) | {"content-length"}
+BATCH_SIZE_HEADER = "X-Lynx-Batch-Size"
 _RETRYABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
@@ -61,6 +68,19 @@ class ProxyStats:
         self.upstream_errors = 0
         self.retries = 0
         self.latencies_ms: deque[float] = deque(maxlen=2048)
+        self.batched_requests = 0  # answers that carried X-Lynx-Batch-Size
+        self.model_calls = 0.0  # the sum of 1/size over those answers: each call counted once
+        self.last_request_at: float | None = None  # epoch seconds of the last authorised request (idle rule)
+
+    def count_batch(self, replica: Replica, header: str | None) -> None:
+        try:
+            size = int(header) if header else 0
+        except ValueError:
+            return
+        if size >= 1:
+            for counts in (self, replica):
+                counts.batched_requests += 1
+                counts.model_calls += 1.0 / size
 
     def snapshot(self) -> dict[str, Any]:
         ordered = sorted(self.latencies_ms)
@@ -76,6 +96,10 @@ class ProxyStats:
             "no_replica": self.no_replica,
             "upstream_errors": self.upstream_errors,
             "retries": self.retries,
+            "batched_requests": self.batched_requests,
+            "model_calls": round(self.model_calls),
+            "avg_batch_size": average_batch_size(self.batched_requests, self.model_calls),
+            "last_request_at": self.last_request_at,
             "latency_ms": {
                 "window": len(ordered),
                 "p50": percentile(0.50),
@@ -93,6 +117,7 @@ class FrontProxy:
         self.ready_replicas = ready_replicas
         self.stats = ProxyStats()
         self._turn = itertools.count()
+        self._slots: weakref.WeakKeyDictionary[Replica, asyncio.Semaphore] = weakref.WeakKeyDictionary()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.ServerRunner | None = None
 
@@ -160,6 +185,7 @@ class FrontProxy:
                 401, "Missing or invalid key: send the header 'Authorization: Bearer <key>'.",
                 {"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
+        self.stats.last_request_at = time.time()
         body = await request.read()
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP)
         if request.remote:
@@ -189,19 +215,24 @@ class FrontProxy:
     async def _forward(
         self, replica: Replica, request: web.BaseRequest, headers: CIMultiDict, body: bytes
     ) -> web.Response:
-        replica.in_flight += 1
+        slots = self._slots.get(replica)
+        if slots is None:
+            slots = self._slots[replica] = asyncio.Semaphore(replica.spec.max_in_flight)
+        replica.in_flight += 1  # counted while it waits for a slot too: a draining replica waits for it
         replica.requests += 1
         try:
-            url = URL(f"http://127.0.0.1:{replica.port}{request.raw_path}", encoded=True)
-            async with self._session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
-            ) as upstream:
-                payload = await upstream.read()
-                out_headers = CIMultiDict(
-                    (k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_DROP
-                )
-                return web.Response(
-                    status=upstream.status, reason=upstream.reason, headers=out_headers, body=payload
-                )
+            async with slots:
+                url = URL(f"http://127.0.0.1:{replica.port}{request.raw_path}", encoded=True)
+                async with self._session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                ) as upstream:
+                    payload = await upstream.read()
+                    self.stats.count_batch(replica, upstream.headers.get(BATCH_SIZE_HEADER))
+                    out_headers = CIMultiDict(
+                        (k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_DROP
+                    )
+                    return web.Response(
+                        status=upstream.status, reason=upstream.reason, headers=out_headers, body=payload
+                    )
         finally:
             replica.in_flight -= 1

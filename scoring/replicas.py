@@ -22,6 +22,12 @@ from .netutil import free_port
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 SERVER_APP = "azureml_inference_server_http.server.entry:app"
 GRACEFUL_TIMEOUT_S = 10
+PROBE_THREADS = 2
+MAX_BATCH_THREADS = 256
+# The Lynx source root, on the replicas' import path: entry scripts `from scoring.batching import Batcher`.
+LYNX_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MAX_BATCH_SIZE = 32  # as a Lynx deployment's (deployments.models.Deployment)
+DEFAULT_MAX_BATCH_WAIT_MS = 5
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 # Environment variables a replica must not inherit from whoever started the supervisor (a Celery worker has
 # the database URL and Django's secrets): user code runs in the replica.
@@ -42,8 +48,8 @@ class ReplicaSpec:
     model_name: str
     model_version: str
     replicas: int = 1
-    max_batch_size: int = 1
-    max_batch_wait_ms: int = 5
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_batch_wait_ms: int = DEFAULT_MAX_BATCH_WAIT_MS
     ready_timeout_s: float = 120.0
 
     @classmethod
@@ -55,8 +61,8 @@ class ReplicaSpec:
         model_name: str | None = None,
         model_version: str | int | None = None,
         replicas: int = 1,
-        max_batch_size: int = 1,
-        max_batch_wait_ms: int = 5,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_wait_ms: int = DEFAULT_MAX_BATCH_WAIT_MS,
         ready_timeout_s: float = 120.0,
     ) -> ReplicaSpec:
         """Validate and normalise (absolute paths, default name = basename of the model, version 1)."""
@@ -109,14 +115,27 @@ class ReplicaSpec:
 
     @property
     def threads(self) -> int:
-        # Enough threads for a full micro-batch to gather, and a few for health probes next to a busy model.
-        return min(32, max(4, self.max_batch_size + 2))
+        """Server threads per replica: enough for a full batch to gather in the batcher, and a few more."""
+        return min(self.max_batch_size, MAX_BATCH_THREADS) + PROBE_THREADS + 2
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests the front proxy forwards to one replica at once; the rest wait in the proxy. The threads
+        left over answer health probes at once, however busy the model is: a probe that queued behind a
+        long batch would time out and take a healthy replica out of rotation."""
+        return self.threads - PROBE_THREADS
 
 
 def lay_out_model(state_dir: Path, spec: ReplicaSpec) -> Path:
-    """Link the model where AKS mounts it: <state>/azureml-models/<name>/<version>/<basename>. Returns the
-    AZUREML_MODEL_DIR (the version folder)."""
-    version_dir = state_dir / "azureml-models" / spec.model_name / spec.model_version
+    """Link the model where AKS mounts it: <app root>/azureml-models/<name>/<version>/<basename>. Returns the
+    AZUREML_MODEL_DIR (the version folder); its app root is `app_root(model_dir)`.
+
+    Each model version gets an app root of its own, holding that version only, as a replica on AKS sees it:
+    `Model.get_model_path(name)` picks the highest version under the app root, so after a rollback from v2 to
+    v1 a shared root would still hand the script v2.
+    """
+    root = state_dir / "apps" / f"{spec.model_name}-{spec.model_version}"
+    version_dir = root / "azureml-models" / spec.model_name / spec.model_version
     version_dir.mkdir(parents=True, exist_ok=True)
     link = version_dir / Path(spec.model_path).name
     if link.is_symlink() and os.readlink(link) == spec.model_path:
@@ -132,6 +151,11 @@ def lay_out_model(state_dir: Path, spec: ReplicaSpec) -> Path:
     return version_dir
 
 
+def app_root(model_dir: Path) -> Path:
+    """The AML_APP_ROOT of a model laid out by `lay_out_model`."""
+    return Path(model_dir).parents[2]
+
+
 def replica_environment(base: dict[str, str], *, state_dir: Path, model_dir: Path, spec: ReplicaSpec) -> dict:
     env = {
         name: value
@@ -143,10 +167,11 @@ def replica_environment(base: dict[str, str], *, state_dir: Path, model_dir: Pat
         {
             # The inference server reads these when it is imported: they must be in the environment at exec.
             "AZUREML_MODEL_DIR": str(model_dir),
-            "AML_APP_ROOT": str(state_dir),
+            "AML_APP_ROOT": str(app_root(model_dir)),
             "AZUREML_ENTRY_SCRIPT": spec.entry_script,
             # As on Azure, modules next to the entry script are importable.
             "AZUREML_SOURCE_DIRECTORY": str(Path(spec.entry_script).parent),
+            "PYTHONPATH": os.pathsep.join(p for p in (base.get("PYTHONPATH", ""), str(LYNX_ROOT)) if p),
             "LYNX_MAX_BATCH_SIZE": str(spec.max_batch_size),
             "LYNX_MAX_BATCH_WAIT_MS": str(spec.max_batch_wait_ms),
             "SERVICE_NAME": spec.model_name,
@@ -192,6 +217,10 @@ class Replica:
         self.probe_failures = 0
         self.in_flight = 0
         self.requests = 0
+        # From the X-Lynx-Batch-Size of its answers: how many answers said, and the sum of 1/size, which
+        # counts each model call once however many answers it produced.
+        self.batched_requests = 0
+        self.model_calls = 0.0
         self.stopping = False
 
     @property
@@ -277,8 +306,13 @@ class Replica:
             "rss_bytes": rss,
             "requests": self.requests,
             "in_flight": self.in_flight,
+            "avg_batch_size": average_batch_size(self.batched_requests, self.model_calls),
             "log": str(self.log_path),
         }
+
+
+def average_batch_size(batched_requests: int, model_calls: float) -> float | None:
+    return round(batched_requests / model_calls, 2) if model_calls > 0 else None
 
 
 def _iso(timestamp: float | None) -> str | None:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .keys import KeyFileError, Keys, KeyStore, check_key_file_private
-from .replicas import ReplicaSpec, SpecError, lay_out_model
+from .replicas import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_WAIT_MS, ReplicaSpec, SpecError, lay_out_model
 from .state_dir import EXIT_CONFIG, EXIT_LOCKED, acquire_lock, lock_holder_pid
 
 logger = logging.getLogger("scoring.runtime")
@@ -42,11 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--secondary-key", help="with --key only")
     serve.add_argument("--state-dir", type=Path, help="default: a new temporary directory")
     serve.add_argument(
-        "--max-batch-size", type=int, default=1, help="LYNX_MAX_BATCH_SIZE for the entry script"
-    )
+        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+        help="LYNX_MAX_BATCH_SIZE for the entry script (default %(default)s; 1: one model call per request)",
+    )  # fmt: skip
     serve.add_argument(
-        "--max-batch-wait-ms", type=int, default=5, help="LYNX_MAX_BATCH_WAIT_MS for the entry script"
-    )
+        "--max-batch-wait-ms", type=int, default=DEFAULT_MAX_BATCH_WAIT_MS,
+        help="LYNX_MAX_BATCH_WAIT_MS for the entry script (default %(default)s)",
+    )  # fmt: skip
     serve.add_argument(
         "--ready-timeout", type=float, default=120.0, help="seconds a generation may take to be ready"
     )

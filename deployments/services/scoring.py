@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -170,6 +171,17 @@ def top_classes(payload: Any, labels: list[str], k: int = TOP_K) -> list[dict]:
     return []
 
 
+_local = threading.local()
+
+
+def _session() -> requests.Session:
+    """One pooled session per web thread: a kept-alive connection saves a TCP handshake per test."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+    return session
+
+
 def _server_message(response: requests.Response) -> str:
     try:
         body = response.json()
@@ -218,7 +230,7 @@ def _post(uri: str, key: str, image: bytes, content_type: str, timeout: float) -
     headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
     started = time.perf_counter()
     try:
-        response = requests.post(uri, data=image, headers=headers, timeout=timeout)
+        response = _session().post(uri, data=image, headers=headers, timeout=timeout)
     except requests.Timeout:
         return Outcome(
             latency_ms=(time.perf_counter() - started) * 1000,

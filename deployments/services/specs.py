@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from django.conf import settings
@@ -51,6 +52,16 @@ def materialize(deployment: Deployment, filename: str, text: str) -> Path:
     return path
 
 
+def _entry_script_with_batcher(deployment: Deployment) -> Path:
+    """score.py, with scoring/batching.py beside it: on Azure the source directory is all a replica
+    has, so the default script's `from batching import Batcher` must find it there."""
+    entry = materialize(deployment, "score.py", deployment.entry_script)
+    helper = entry.with_name("batching.py")
+    if not helper.exists():
+        shutil.copyfile(settings.BASE_DIR / "scoring" / "batching.py", helper)
+    return entry
+
+
 def service_spec(deployment: Deployment) -> ServiceSpec:
     materialize(deployment, "environment.yml", deployment.environment_yaml)
     return ServiceSpec(
@@ -59,7 +70,7 @@ def service_spec(deployment: Deployment) -> ServiceSpec:
         model_name=deployment.model.name,
         model_version=deployment.model.version,
         model_path=deployment.model.files_dir,
-        entry_script=materialize(deployment, "score.py", deployment.entry_script),
+        entry_script=_entry_script_with_batcher(deployment),
         environment_yaml=deployment.environment_yaml,
         gpu_enabled=deployment.gpu_enabled,
         gpu_cores=deployment.gpu_cores,

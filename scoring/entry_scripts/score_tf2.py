@@ -16,18 +16,18 @@ signature takes `image_bytes` (tf.string, shape [None], encoded images) and retu
 (float [None, classes]).
 Class names come from a `labels.txt` (one per line) next to the SavedModel or in a folder above it.
 
-Optional micro-batching: the server answers requests on several threads; with LYNX_MAX_BATCH_SIZE > 1,
-requests that arrive within LYNX_MAX_BATCH_WAIT_MS of each other share one model call (worth it on a GPU;
-the price is that a request arriving alone waits that long for company).
+Dynamic batching: the server answers requests on several threads, and requests that arrive together share
+one model call (scoring.batching): up to LYNX_MAX_BATCH_SIZE images (default 32), gathered for at most
+LYNX_MAX_BATCH_WAIT_MS milliseconds (default 5) after the model becomes free, and only while more requests are
+expected, so a lone client never waits. LYNX_MAX_BATCH_SIZE=1 turns it off (one model call per request).
+Each image is decoded on its own request thread first: one that cannot be decoded gets its own 400 and never
+joins a batch. Every answer carries `X-Lynx-Batch-Size`, the size of the model call that produced it; the
+local target's front proxy averages it into the deployment's stats.
 """
 
 from __future__ import annotations  # Azure images may run Python 3.9
 
 import os
-import queue
-import threading
-import time
-from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,23 @@ import tensorflow as tf
 from azureml.contrib.services.aml_request import rawhttp
 from azureml.contrib.services.aml_response import AMLResponse
 
+try:
+    from scoring.batching import Batcher  # Lynx's local target puts its scoring package on the path
+except ImportError:
+    try:
+        from batching import Batcher  # Azure ML: scoring/batching.py shipped next to this file
+    except ImportError:
+        Batcher = None  # neither: one model call per request
+
 TOP_K = 5
+DEFAULT_MAX_BATCH_SIZE = 32  # the same defaults as a Lynx deployment's
+DEFAULT_MAX_BATCH_WAIT_MS = 5
+UNDECODABLE = "The body is not an image that can be decoded (JPEG, PNG, GIF or BMP)."
 
 model_signature = None  # the SavedModel's serving_default signature, set by init()
 labels: list[str] = []
 model_info: dict = {}
-batcher = None  # a MicroBatcher when batching is on
+batcher = None  # a Batcher, set by init()
 
 
 def init():
@@ -55,11 +66,16 @@ def init():
     # The first call builds the graph's kernels (~0.1 s): pay for it here, not in the first request.
     predict([tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)).numpy()])
 
-    max_batch_size = int(os.environ.get("LYNX_MAX_BATCH_SIZE", "1"))
-    if max_batch_size > 1:
-        max_wait_s = float(os.environ.get("LYNX_MAX_BATCH_WAIT_MS", "5")) / 1000
-        batcher = MicroBatcher(predict, max_batch_size, max_wait_s)
-    print(f"Loaded {saved_model_dir} ({len(labels)} labels), model {model_info}, batch size {max_batch_size}")
+    max_batch_size = int(os.environ.get("LYNX_MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE))
+    max_wait_ms = float(os.environ.get("LYNX_MAX_BATCH_WAIT_MS", DEFAULT_MAX_BATCH_WAIT_MS))
+    if Batcher is None:
+        max_batch_size = 1
+    else:
+        batcher = Batcher(predict, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+    print(
+        f"Loaded {saved_model_dir} ({len(labels)} labels), model {model_info}, "
+        f"max batch size {max_batch_size}, max wait {max_wait_ms:g} ms"
+    )
 
 
 @rawhttp
@@ -71,20 +87,38 @@ def run(request):
     image = request.get_data(cache=False)
     if not image:
         return error_response(400, "The request body is empty: send the raw bytes of an image.")
+    if not decodes(image):
+        return error_response(400, UNDECODABLE)
     try:
-        probabilities = batcher.submit(image) if batcher else predict([image])[0]
-    except tf.errors.InvalidArgumentError:
-        return error_response(400, "The body is not an image that can be decoded (JPEG, PNG, GIF or BMP).")
+        if batcher is not None:
+            probabilities, info = batcher.submit_with_info(image)
+            batch_size = info.size
+        else:
+            probabilities, batch_size = predict([image])[0], 1
+    except tf.errors.InvalidArgumentError:  # it decodes, yet the model's own preprocessing refused it
+        return error_response(400, "The model cannot prepare this image (its size or shape, e.g. 3x300).")
 
     best_first = np.argsort(probabilities)[::-1][:TOP_K]
     predictions = [
         {"class": int(i), "label": label_for(int(i)), "probability": round(float(probabilities[i]), 6)}
         for i in best_first
     ]
-    return AMLResponse({"predictions": predictions, "model": model_info}, 200, json_str=True)
+    return AMLResponse(
+        {"predictions": predictions, "model": model_info}, 200, {"X-Lynx-Batch-Size": str(batch_size)},
+        json_str=True,
+    )
 
 
-def predict(images: list[bytes]) -> np.ndarray:
+def decodes(image: bytes) -> bool:
+    """Whether the image decodes the way the model's signature decodes it (checked alone, before batching)."""
+    try:
+        tf.io.decode_image(image, channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def predict(images: list) -> np.ndarray:
     """Probabilities [len(images), classes] for encoded images, in one model call."""
     outputs = model_signature(image_bytes=tf.constant(images, dtype=tf.string))
     return outputs["probabilities"].numpy()
@@ -123,48 +157,3 @@ def model_identity(model_root: Path) -> dict:
     if model_root.parent.parent.name == "azureml-models":
         return {"name": model_root.parent.name, "version": model_root.name}
     return {"name": model_root.name, "version": None}
-
-
-class MicroBatcher:
-    """Groups images from concurrent requests into one model call, each caller getting its own row back."""
-
-    def __init__(self, predict_batch, max_size: int, max_wait_s: float):
-        self.predict_batch = predict_batch
-        self.max_size = max_size
-        self.max_wait_s = max_wait_s
-        self.pending: queue.Queue = queue.Queue()
-        threading.Thread(target=self._loop, name="micro-batcher", daemon=True).start()
-
-    def submit(self, image: bytes) -> np.ndarray:
-        future: Future = Future()
-        self.pending.put((image, future))
-        return future.result()
-
-    def _loop(self) -> None:
-        while True:
-            batch = [self.pending.get()]
-            deadline = time.monotonic() + self.max_wait_s
-            while len(batch) < self.max_size:
-                try:
-                    batch.append(self.pending.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            self._score(batch)
-
-    def _score(self, batch: list) -> None:
-        try:
-            rows = self.predict_batch([image for image, _ in batch])
-        except tf.errors.InvalidArgumentError as error:
-            if len(batch) == 1:
-                batch[0][1].set_exception(error)
-                return
-            # One undecodable image fails the whole call: score them one by one so only its sender gets a 400.
-            for item in batch:
-                self._score([item])
-            return
-        except Exception as error:  # anything else fails every request of this batch (500), not the thread
-            for _, future in batch:
-                future.set_exception(error)
-            return
-        for (_, future), row in zip(batch, rows, strict=True):
-            future.set_result(row)

@@ -127,10 +127,10 @@ def test_replica_environment_points_at_the_model_and_drops_secrets(tmp_path, dem
     base = {"PATH": "/usr/bin", "SECRET_KEY": "s", "DATABASE_URL": "postgres://", "LYNX_ENCRYPTION_KEY": "k",
             "AWS_SECRET_ACCESS_KEY": "a", "AZUREML_MODEL_DIR": "/elsewhere", "HOME": "/root"}  # fmt: skip
     env = replica_environment(base, state_dir=tmp_path, model_dir=model_dir, spec=spec)
-    assert model_dir == tmp_path / "azureml-models" / "digits" / "7"
+    assert model_dir == tmp_path / "apps" / "digits-7" / "azureml-models" / "digits" / "7"
     assert (model_dir / demo_model_dir.name).resolve() == demo_model_dir.resolve()
     assert env["AZUREML_MODEL_DIR"] == str(model_dir)
-    assert env["AML_APP_ROOT"] == str(tmp_path)
+    assert env["AML_APP_ROOT"] == str(tmp_path / "apps" / "digits-7")
     assert env["AZUREML_ENTRY_SCRIPT"] == str(DEFAULT_ENTRY_SCRIPT)
     assert (env["LYNX_MAX_BATCH_SIZE"], env["LYNX_MAX_BATCH_WAIT_MS"]) == ("8", "3")
     assert env["PATH"] == "/usr/bin" and env["HOME"] == "/root"
@@ -179,3 +179,43 @@ def test_stop_right_after_spawn_leaves_nothing_running(tmp_path, demo_model_dir)
     control.stop(state_dir)
     assert not control.is_running(state_dir)
     wait_for(lambda: not _processes_of(state_dir), timeout=15, what="every process to be gone")
+
+
+def test_replicas_can_import_the_batching_helper_and_keep_threads_for_probes(tmp_path, demo_model_dir):
+    for size in (1, 4, 32):
+        spec = ReplicaSpec.build(
+            entry_script=DEFAULT_ENTRY_SCRIPT, model_path=demo_model_dir, max_batch_size=size
+        )
+        assert spec.max_in_flight >= size  # a full batch can gather ...
+        assert spec.threads - spec.max_in_flight >= 2  # ... and threads stay free to answer health probes
+    env = replica_environment({"PYTHONPATH": "/site/x"}, state_dir=tmp_path, model_dir=tmp_path, spec=spec)
+    assert env["PYTHONPATH"].split(os.pathsep) == ["/site/x", str(REPO)]
+    probe = "import scoring.batching, sys; print(sorted({'tensorflow', 'django'} & set(sys.modules)))"
+    env["PATH"] = os.environ["PATH"]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # importable from anywhere, and light
+
+
+def test_batching_is_on_by_default_with_the_deployment_defaults(demo_model_dir):
+    spec = ReplicaSpec.build(entry_script=DEFAULT_ENTRY_SCRIPT, model_path=demo_model_dir)
+    assert (spec.max_batch_size, spec.max_batch_wait_ms) == (32, 5)
+    assert ReplicaSpec.from_mapping(
+        {"entry_script": str(DEFAULT_ENTRY_SCRIPT), "model_path": str(demo_model_dir)}
+    ).max_batch_size == 32
+
+
+def test_each_model_version_gets_an_app_root_holding_only_that_version(tmp_path, demo_model_dir):
+    """After a rollback from v2 to v1, Model.get_model_path(name) (highest version under the app root)
+    must find v1, as on AKS, where a replica only ever sees the version it serves."""
+    roots = {}
+    for version in (2, 1):
+        spec = ReplicaSpec.build(
+            entry_script=DEFAULT_ENTRY_SCRIPT, model_path=demo_model_dir, model_name="digits", model_version=version
+        )
+        model_dir = lay_out_model(tmp_path, spec)
+        env = replica_environment({}, state_dir=tmp_path, model_dir=model_dir, spec=spec)
+        roots[version] = Path(env["AML_APP_ROOT"])
+    assert roots[1] != roots[2]
+    assert [p.name for p in (roots[1] / "azureml-models" / "digits").iterdir()] == ["1"]
+

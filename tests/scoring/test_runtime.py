@@ -111,10 +111,32 @@ def test_concurrent_requests_are_batched_yet_each_gets_its_own_answer(served, he
         assert one[0]["probability"] == pytest.approx(other[0]["probability"], abs=1e-4)
     # a bad image in the middle of a batch fails alone
     with ThreadPoolExecutor(max_workers=4) as pool:
-        codes = list(
-            pool.map(lambda body: served.score(body).status_code, [images[0], b"junk", images[1], images[2]])
-        )
-    assert codes == [200, 400, 200, 200]
+        answers = list(pool.map(served.score, [images[0], b"junk", images[1], images[2]]))
+    assert [answer.status_code for answer in answers] == [200, 400, 200, 200]
+    top = [answer.json()["predictions"][0]["class"] for answer in answers[2:]]
+    assert top == [one[0]["class"] for one in alone[1:3]]
+
+
+def test_answers_carry_their_batch_size_and_status_json_averages_it_per_model_call(served, heldout_digits):
+    images = [render_digit(x) for x in heldout_digits[0][:24]]
+    before = served.status()["stats"].get("batched_requests", 0)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(served.score, images))
+    assert [r.status_code for r in responses] == [200] * 24
+    sizes = [int(r.headers["X-Lynx-Batch-Size"]) for r in responses]
+    assert all(1 <= size <= 4 for size in sizes) and max(sizes) > 1  # max_batch_size=4 in this serve
+
+    def averaged():
+        status = served.status()
+        return status if status["stats"].get("batched_requests", 0) >= before + 24 else None
+
+    status = wait_for(averaged, timeout=5, what="status.json to count the batched answers")
+    stats = status["stats"]
+    assert 1 < stats["avg_batch_size"] <= 4
+    assert stats["model_calls"] < stats["batched_requests"]
+    assert stats["batched_requests"] / stats["avg_batch_size"] == pytest.approx(stats["model_calls"], abs=1)
+    per_replica = [r["avg_batch_size"] for r in status["replicas"] if r["avg_batch_size"] is not None]
+    assert per_replica and all(1 <= average <= 4 for average in per_replica)
 
 
 def test_status_json_describes_the_supervisor_and_its_ready_replicas(served):
@@ -126,7 +148,7 @@ def test_status_json_describes_the_supervisor_and_its_ready_replicas(served):
     assert [r["name"] for r in status["replicas"]] == ["replica-0", "replica-1"]
     assert {r["state"] for r in status["replicas"]} == {"ready"}
     assert status["rollout"]["state"] == "succeeded"
-    assert status["model_dir"] == str(served.state_dir / "azureml-models" / "digits" / "3")
+    assert status["model_dir"] == str(served.state_dir / "apps" / "digits-3" / "azureml-models" / "digits" / "3")
 
     # stats are refreshed about every second: the earlier tests' requests show up
     def stats_with_the_401s():
@@ -135,7 +157,7 @@ def test_status_json_describes_the_supervisor_and_its_ready_replicas(served):
 
     stats = wait_for(stats_with_the_401s, timeout=5, what="stats to count the 401s")
     assert stats["responses"]["2xx"] > 0 and stats["responses"]["4xx"] >= stats["unauthorized"]
-    linked = served.state_dir / "azureml-models" / "digits" / "3"
+    linked = served.state_dir / "apps" / "digits-3" / "azureml-models" / "digits" / "3"
     assert (next(linked.iterdir()) / "model" / "saved_model.pb").is_file()
 
 

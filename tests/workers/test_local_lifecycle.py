@@ -68,6 +68,9 @@ def test_deploy_score_recover_from_a_dead_replica_and_tear_down(
         assert response.status_code == 200, response.text
         top.append(response.json()["predictions"][0]["label"])
     assert top.count("three") >= 4, top  # the demo model is ~97 % accurate on held-out digits
+    # Requests sent straight to the scoring URI count as activity for the idle-teardown rule.
+    wait_for(lambda: Deployment.objects.get(pk=deployment.pk).last_scored_at, 30, message="last_scored_at")
+    assert Deployment.objects.get(pk=deployment.pk).stats["avg_batch_size"] >= 1
     assert requests.post(deployment.scoring_uri, data=b"x", timeout=10).status_code == 401
 
     # A replica dies: the reconciler sees it, marks the service Unhealthy, restarts it, and it is Healthy again.

@@ -1,0 +1,1 @@
+"""`make bench`: benchmark scripts (not tests) for scoring throughput, the dashboard at scale and memory."""
