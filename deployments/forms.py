@@ -12,6 +12,7 @@ from django.utils import timezone
 from deployments.entry_scripts import check_entry_script
 from deployments.environments import check_environment, default_entry_script, default_environment_yaml
 from deployments.models import Cluster, Deployment, RegisteredModel
+from deployments.services.deployments import CONFIG_FIELDS
 from deployments.states import ProvisioningState, ServiceState
 
 # Azure ML's rules: compute target names are 2-16 letters, digits or dashes; service names are
@@ -210,19 +211,9 @@ class ServiceConfigForm(IdempotentForm):
         return data
 
     def config(self) -> dict:
-        keys = (
-            "gpu_enabled",
-            "gpu_cores",
-            "replicas",
-            "cpu_cores",
-            "memory_gb",
-            "autoscale_enabled",
-            "autoscale_min_replicas",
-            "autoscale_max_replicas",
-            "autoscale_target_utilization",
-        )
-        config = {k: self.cleaned_data[k] for k in keys}
-        for field in ("max_batch_size", "max_batch_wait_ms"):
+        """The deployment settings, as the services take them; blank batch settings keep their defaults."""
+        config = {}
+        for field in CONFIG_FIELDS:
             value = self.cleaned_data.get(field)
             config[field] = self.fields[field].initial if value is None else value
         return config
@@ -269,19 +260,7 @@ class DeploymentUpdateForm(ServiceConfigForm):
                 **{field: getattr(deployment, field) for field in self.config_fields},
             )
 
-    config_fields = (
-        "gpu_enabled",
-        "gpu_cores",
-        "replicas",
-        "cpu_cores",
-        "memory_gb",
-        "autoscale_enabled",
-        "autoscale_min_replicas",
-        "autoscale_max_replicas",
-        "autoscale_target_utilization",
-        "max_batch_size",
-        "max_batch_wait_ms",
-    )
+    config_fields = CONFIG_FIELDS
 
     def _cluster(self) -> Cluster | None:
         return self.deployment.cluster
