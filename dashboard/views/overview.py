@@ -30,6 +30,7 @@ from deployments.services.expiry import (
 from deployments.services.operations import Refused
 
 EXTEND_CHOICES = (4, 24)
+OVERVIEW_ROWS, OVERVIEW_ALL_ROWS = 100, 5000
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ def overview(request: HttpRequest) -> HttpResponse:
     rows = _cluster_rows(
         list(selectors.clusters_with_activity()[:500]), costs.by_cluster, selectors.vm_price_map(), now
     )
+    # The newest deployments by default: rendering thousands of rows is most of a big team's page time.
+    shown = OVERVIEW_ALL_ROWS if request.GET.get("all") else OVERVIEW_ROWS
+    deployments = list(selectors.deployments_overview()[:shown])
+    deployments_total = selectors.deployments_overview().count()  # always: the query count stays constant
     # What the Azure sync found running (and billing) that Lynx did not create, or lost track of.
     findings = list(external_resources_open()[:100])
     return render(
@@ -81,7 +86,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         {
             "rows": rows,
             "warnings": [row for row in rows if row.expiry.warn and row.cluster.owner_id == request.user.pk],
-            "deployments": selectors.deployments_overview()[:500],
+            "deployments": deployments,
+            "deployments_total": deployments_total,
             "operations": selectors.operations_recent(10),
             "costs": costs,
             "chart": cost_per_day_chart(costs.per_day),
