@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
+import hashlib
 import io
 import json
 import sys
@@ -36,6 +37,15 @@ SEED = 20240601
 DIGIT_SIZE = 8  # load_digits images are 8x8 ...
 DIGIT_MAX = 16.0  # ... with values 0..16 (counts of ink pixels in 4x4 blocks of a 32x32 bitmap)
 EPOCHS = 20
+
+
+def recipe_digest() -> str:
+    """Names a build of the demo model: it changes whenever the code that trains or exports it changes."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("demo_model.py", "serving_signature.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -99,30 +109,11 @@ def _build_network():
 
 def _serving_module(model):
     """Wrap the trained network in a tf.Module whose signature decodes and normalises images in the graph."""
-    import tensorflow as tf
+    from scoring.serving_signature import image_bytes_module
 
-    class DigitsServing(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.label_names = tf.constant(LABELS)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serve(self, image_bytes):
-            images = tf.map_fn(
-                _preprocess_one,
-                image_bytes,
-                fn_output_signature=tf.TensorSpec([DIGIT_SIZE, DIGIT_SIZE, 1], tf.float32),
-            )
-            probabilities = tf.cast(self.model(images, training=False), tf.float32)
-            classes = tf.argmax(probabilities, axis=1, output_type=tf.int64)
-            return {
-                "classes": classes,
-                "probabilities": probabilities,
-                "labels": tf.gather(self.label_names, classes),
-            }
-
-    return DigitsServing()
+    return image_bytes_module(
+        model, label_names=LABELS, preprocess_one=_preprocess_one, image_shape=[DIGIT_SIZE, DIGIT_SIZE, 1]
+    )
 
 
 def _preprocess_one(encoded):

@@ -47,30 +47,11 @@ def _preprocess_one(encoded):
 
 
 def _serving_module(model, label_names: list[str]):
-    import tensorflow as tf
+    from scoring.serving_signature import image_bytes_module
 
-    class ResNetServing(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.label_names = tf.constant(label_names)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-        def serve(self, image_bytes):
-            images = tf.map_fn(
-                _preprocess_one,
-                image_bytes,
-                fn_output_signature=tf.TensorSpec([IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32),
-            )
-            probabilities = tf.cast(self.model(images, training=False), tf.float32)
-            classes = tf.argmax(probabilities, axis=1, output_type=tf.int64)
-            return {
-                "classes": classes,
-                "probabilities": probabilities,
-                "labels": tf.gather(self.label_names, classes),
-            }
-
-    return ResNetServing()
+    return image_bytes_module(
+        model, label_names=label_names, preprocess_one=_preprocess_one, image_shape=[IMAGE_SIZE, IMAGE_SIZE, 3]
+    )
 
 
 def build(out_dir: Path) -> dict[str, Any]:

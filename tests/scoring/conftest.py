@@ -3,7 +3,6 @@ serves (a supervisor, its front proxy and inference-server replicas) that are al
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -40,8 +39,10 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
 
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
-    """The demo model (model/, labels.txt, metrics.json), rebuilt only when scoring/demo_model.py changes."""
-    digest = hashlib.sha256((REPO / "scoring" / "demo_model.py").read_bytes()).hexdigest()[:12]
+    """The demo model (model/, labels.txt, metrics.json), rebuilt only when its recipe changes."""
+    from scoring.demo_model import recipe_digest
+
+    digest = recipe_digest()
     built = CACHE / digest
     if not (built / "metrics.json").is_file():
         CACHE.mkdir(parents=True, exist_ok=True)

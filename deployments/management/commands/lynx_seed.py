@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import subprocess
@@ -25,8 +24,9 @@ DEMO_MODEL_NAME = "digits"
 def build_demo_model(out: Path) -> Path:
     """Train and export the demo model once per version of its recipe (in a subprocess: TensorFlow
     stays out of this process)."""
-    recipe = Path(settings.BASE_DIR, "scoring", "demo_model.py").read_bytes()
-    target = out / hashlib.sha256(recipe).hexdigest()[:12]
+    from scoring.demo_model import recipe_digest
+
+    target = out / recipe_digest()
     if not (target / "model" / "saved_model.pb").exists():
         subprocess.run([sys.executable, "-m", "scoring.demo_model", "build", "--out", str(target)], check=True)
     return target
