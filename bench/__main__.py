@@ -1,6 +1,7 @@
 """`make bench` (python -m bench): scoring throughput, the dashboard at scale, memory; one table, then ratios.
 
-    python -m bench [--repeats 5] [--concurrency 1,8,16,32] [--seconds 4] [--only scoring|dashboard]
+    python -m bench [--repeats 5] [--concurrency 1,8,16,32] [--seconds 4]
+                    [--only scoring|dashboard|test-scoring]
 
 Results also go to $LYNX_VAR_DIR/bench/results.json. Numbers depend on the machine and on what else runs on
 it: the load average is printed at the start and at the end.
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         default=4.0,
         help="about how long each throughput measurement runs (default 4)",
     )
-    parser.add_argument("--only", choices=("scoring", "dashboard"), help="run one part")
+    parser.add_argument(
+        "--only",
+        choices=("scoring", "dashboard", "test-scoring"),
+        help="run one part (test-scoring: the dashboard part up to the test-scoring overhead, no data set)",
+    )
     parser.add_argument(
         "--database-server",
         default=os.environ.get("LYNX_BENCH_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432"),
@@ -76,11 +81,16 @@ def main(argv: list[str] | None = None) -> int:
             seconds=args.seconds,
             log=log,
         )
-    if args.only in (None, "dashboard"):
+    if args.only in (None, "dashboard", "test-scoring"):
         from . import dashboard_bench
 
         dashboard_bench.run(
-            report, var_dir=var_dir, repeats=args.repeats, database_server=args.database_server, log=log
+            report,
+            var_dir=var_dir,
+            repeats=args.repeats,
+            database_server=args.database_server,
+            log=log,
+            pages=args.only != "test-scoring",
         )
 
     report.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

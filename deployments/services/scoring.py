@@ -276,8 +276,10 @@ def scoring_run_create(
 ) -> ScoringRun:
     """Score one image against a Healthy deployment and keep the run. Raises Refused (nothing sent, nothing
     kept) when the deployment is not Healthy or the image is not acceptable; an endpoint failure is a kept
-    run with `error` set."""
-    deployment.refresh_from_db()
+    run with `error` set.
+
+    `deployment` is the row as loaded for this request, with its model (select_related("model")): its state
+    is checked as loaded, without a second query (test scoring is on the dashboard's hot path)."""
     if deployment.state != ServiceState.HEALTHY:
         raise Refused(
             f"{deployment.name} is {deployment.state}: only a Healthy deployment can be test-scored."

@@ -19,6 +19,8 @@ from deployments.states import ServiceState
 
 from .uploads import streamed_uploads, too_large
 
+RUNS_SHOWN = 10  # earlier runs listed under the form
+
 
 def _deployer_for_post(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Everyone reads the page; only deployers send images (checked before the body is read)."""
@@ -68,17 +70,22 @@ def deployment_test(request: HttpRequest, pk: int) -> HttpResponse:
                 form.add_error("image", str(exc))
             except Refused as exc:
                 form.add_error(None, str(exc))
-    recent = deployment.scoring_runs.defer("thumbnail", "response_excerpt")[:10]
+    # Lazy: only the whole page lists the earlier runs.
+    recent = deployment.scoring_runs.defer("thumbnail", "response_excerpt")[:RUNS_SHOWN]
+    # The page's script posts with fetch and swaps in only what a POST changes: no page to rebuild.
+    partial = request.method == "POST" and request.headers.get("X-Lynx-Partial") == "test-outcome"
     return render(
         request,
-        "deployments/deployment_test.html",
+        "deployments/_test_outcome.html" if partial else "deployments/deployment_test.html",
         {
+            "partial": partial,
             "deployment": deployment,
             "form": form,
             "run": run,
             "bars": score_bars(run),
             "raw_response": pretty_json(run.response_excerpt) if run else "",
             "runs": recent,
+            "runs_shown": RUNS_SHOWN,
             "healthy": deployment.state == ServiceState.HEALTHY,
         },
         status=400 if form.errors else 200,

@@ -82,6 +82,44 @@ def test_an_image_is_posted_raw_with_the_bearer_key_and_its_top_classes_are_show
     assert "three 97%" in detail and "dana" in detail  # the run is listed on the deployment's page
 
 
+def _score_in_place(client, deployment, content: bytes, name: str = "digit.png"):
+    """What the page's script sends: the same form, posted with fetch and the X-Lynx-Partial header."""
+    return client.post(
+        f"/deployments/{deployment.pk}/test/",
+        {"image": SimpleUploadedFile(name, content)},
+        headers={"X-Lynx-Partial": "test-outcome"},
+    )
+
+
+def test_the_pages_script_gets_only_the_result_and_the_new_runs_row(
+    deployer, healthy_deployment, fake_endpoint
+):
+    fake_endpoint.answer(200, DEFAULT_SCRIPT_ANSWER)
+    client = login(deployer)
+    _score(client, healthy_deployment, digit_images(8, count=1)[0], "earlier.png")
+    response = _score_in_place(client, healthy_deployment, digit_images(3, count=1)[0], "three.png")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<html" not in html and 'id="score-form"' not in html  # a fragment, not the page
+    assert "three 97.1%" in _scores_text(html) and '<dd id="status-code">200</dd>' in html
+    new_run = re.search(r'<tbody id="new-run">(.*?)</tbody>', html, re.S)
+    assert new_run and new_run.group(1).count("<tr>") == 1  # only the new run's row, for the script to insert
+    assert "three.png" in new_run.group(1) and "earlier.png" not in html
+    assert ScoringRun.objects.count() == 2
+    assert AuditEvent.objects.filter(action="deployment.test_score").count() == 2
+
+
+def test_the_pages_script_gets_a_refusal_as_a_message_and_nothing_is_kept(
+    deployer, healthy_deployment, fake_endpoint
+):
+    response = _score_in_place(login(deployer), healthy_deployment, _gif(), "red.gif")
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert re.search(r'<p class="flash error refused" role="alert">The file is a GIF image', html)
+    assert "new-run" not in html and "<html" not in html
+    assert fake_endpoint.requests == [] and not ScoringRun.objects.exists()
+
+
 def test_a_jpeg_is_sent_as_a_jpeg(deployer, healthy_deployment, fake_endpoint):
     fake_endpoint.answer(200, DEFAULT_SCRIPT_ANSWER)
     _score(login(deployer), healthy_deployment, digit_images(5, count=1, fmt="JPEG")[0], "five.jpg")

@@ -37,8 +37,14 @@ def test_drop_an_image_score_it_and_read_the_top_classes(new_page, deployer, liv
     )
     assert page.evaluate("document.querySelector('input[name=image]').files[0].name") == "three.png"
     assert page.is_visible("#preview")
+    page.evaluate("window.sameDocument = true")  # a full page load would forget it
     page.click("button:has-text('Score')")
     page.wait_for_selector("#scores")
+    assert page.evaluate("window.sameDocument === true"), "the page reloaded instead of scoring in place"
+    # The new run heads the earlier runs, in place of "No test runs yet."
+    assert re.search(r"three \d+%", page.inner_text("#earlier-runs tbody tr:first-child"))
+    assert page.locator("#earlier-runs tr.no-runs").count() == 0
+    assert page.is_enabled("button:has-text('Score')")  # ready for the next image
 
     scores = page.inner_text("#scores")
     assert re.match(r"three \d{1,3}\.\d%", scores.strip()), scores
