@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from scoring import control
+from scoring.replicas import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_WAIT_MS
 
 from .load import closed_loop
 from .report import Report, percentile
@@ -33,8 +34,8 @@ DEFAULT_ENTRY_SCRIPT = REPO / "scoring" / "entry_scripts" / "score_tf2.py"
 HOWTO_ENTRY_SCRIPT = Path(__file__).resolve().with_name("howto_score.py")
 IMAGE_COUNT = 64
 SECTION = "scoring: ResNet-50 (224x224 JPEG in, top 5 out), 1 replica, closed-loop clients"
-MAX_BATCH_SIZE = 32
-MAX_BATCH_WAIT_MS = 5
+# A deployment's defaults: what a user gets without touching the settings.
+MAX_BATCH_SIZE, MAX_BATCH_WAIT_MS = DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_WAIT_MS
 
 
 def resnet_model(cache: Path) -> Path:

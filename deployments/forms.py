@@ -136,10 +136,13 @@ class ServiceConfigForm(IdempotentForm):
     )
     max_batch_wait_ms = forms.IntegerField(
         required=False,
-        initial=5,
+        initial=50,
         validators=[MinValueValidator(0), MaxValueValidator(1000)],
         label="Max batch wait (ms)",
-        help_text="How long a call may wait for more requests (only while more are expected).",
+        help_text=(
+            "A call waits for more requests only while more are expected, for a tenth of a recent model call "
+            "(at least 5 ms), and never longer than this."
+        ),
     )
 
     def __init__(self, *args, **kwargs) -> None:

@@ -143,7 +143,7 @@ class Deployment(models.Model):
     autoscale_max_replicas = models.PositiveIntegerField(default=1)
     autoscale_target_utilization = models.PositiveIntegerField(default=70)
     max_batch_size = models.PositiveIntegerField(default=32)
-    max_batch_wait_ms = models.PositiveIntegerField(default=5)
+    max_batch_wait_ms = models.PositiveIntegerField(default=50)
     state = models.CharField(max_length=16, choices=ServiceState.choices, default=ServiceState.TRANSITIONING)
     error = models.TextField(blank=True)
     scoring_uri = models.CharField(max_length=400, blank=True)

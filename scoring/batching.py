@@ -4,7 +4,7 @@
 
     def init():
         global batcher
-        batcher = Batcher(predict_many, max_batch_size=32, max_wait_ms=5)
+        batcher = Batcher(predict_many, max_batch_size=32, max_wait_ms=50)
 
     def run(request):
         probabilities = batcher.submit(decoded_input)  # blocks this server thread until its call is done
@@ -13,11 +13,17 @@
 whose rows are the results). The server must answer requests on several threads (Lynx's replicas do), so that
 several of them can wait in `submit()` at once; one background thread makes the model calls.
 
-When the model becomes free the batcher takes what is queued, and waits at most `max_wait_ms` for more, but
-only as long as it has reason to expect more: up to the number of requests it recently saw in flight at
-once. A lone client therefore never waits, and sixteen clients that come back within a millisecond of each
-other are scored together as soon as the sixteenth has arrived. With `max_batch_size=1` there is no thread
-and no wait: `submit()` calls the model in the caller's thread.
+When the model becomes free the batcher takes what is queued, and waits for more only as long as it has
+reason to expect more: up to the number of requests it recently saw in flight at once. A lone client
+therefore never waits, and sixteen clients that come back within a millisecond of each other are scored
+together as soon as the sixteenth has arrived.
+
+How long it waits scales with the model: a wait idles the model, so it is worth at most a small share of a
+call. The batcher waits up to a tenth of its longest recent call (WAIT_SHARE), at least 5 ms (MIN_WAIT_MS),
+and never more than `max_wait_ms`. With the default 50 ms that is 5 ms for a call of a few milliseconds (a
+GPU, a small model) and up to 50 ms for a call of half a second (ResNet-50 on two CPU cores, where the
+answers of one call take longer than 5 ms to come back as the next requests). With `max_batch_size=1`
+there is no thread and no wait: `submit()` calls the model in the caller's thread.
 
 Each request gets its own result or its own exception: when a call fails, the batch is split in halves and
 each half is retried, down to single items, so one bad input fails alone.
@@ -36,8 +42,13 @@ from typing import Any, NamedTuple
 
 __all__ = ["BatchInfo", "Batcher", "BatchSizeError"]
 
-# How many recent model calls the "how many requests to expect" estimate looks back over.
+# How many recent model calls the "how many requests to expect" and "how long a call takes" estimates
+# look back over.
 RECENT_CALLS = 8
+# A wait for more requests lasts at most this share of the longest recent model call...
+WAIT_SHARE = 0.1
+# ...but at least this long (when max_wait_ms allows): requests need a few milliseconds to come back.
+MIN_WAIT_MS = 5.0
 
 
 class BatchSizeError(RuntimeError):
@@ -70,7 +81,7 @@ class Batcher:
         predict_many: Callable[[list], Sequence[Any]],
         *,
         max_batch_size: int = 32,
-        max_wait_ms: float = 5.0,
+        max_wait_ms: float = 50.0,
         name: str = "batcher",
     ) -> None:
         if int(max_batch_size) < 1:
@@ -86,6 +97,7 @@ class Batcher:
         self._in_flight = 0  # submitted, not yet answered (queued or in the running call)
         self._peak = 0  # the most in flight at once since the last call started
         self._recent_peaks: deque[int] = deque([1], maxlen=RECENT_CALLS)
+        self._recent_call_s: deque[float] = deque(maxlen=RECENT_CALLS)  # durations of recent model calls
         self._calls = 0
         self._items = 0
         self._failed_items = 0
@@ -129,6 +141,7 @@ class Batcher:
                 "failed_items": self._failed_items,
                 "avg_batch_size": round(items / calls, 3) if calls else None,
                 "queued": len(self._queue),
+                "wait_budget_ms": round(self._wait_budget_s() * 1000, 1),
             }
 
     def close(self, timeout: float | None = 10.0) -> None:
@@ -145,13 +158,18 @@ class Batcher:
         # How many requests to wait for: as many as were recently in flight at once, up to the batch limit.
         return min(self.max_batch_size, max(self._recent_peaks))
 
+    def _wait_budget_s(self) -> float:
+        # How long the next call may wait for more requests: a share of a recent call, within the limits.
+        longest = max(self._recent_call_s, default=0.0)
+        return min(self.max_wait_s, max(MIN_WAIT_MS / 1000.0, WAIT_SHARE * longest))
+
     def _next_batch(self) -> list[_Ticket] | None:
         with self._cond:
             while not self._queue:
                 if self._closed:
                     return None
                 self._cond.wait()
-            deadline = time.monotonic() + self.max_wait_s
+            deadline = time.monotonic() + self._wait_budget_s()
             while len(self._queue) < self._expected() and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -200,6 +218,7 @@ class Batcher:
         with self._cond:
             self._calls += 1
             self._items += len(batch)
+            self._recent_call_s.append(finished - started)
         self._finish(batch, None)
 
     def _finish(self, tickets: list[_Ticket], error: BaseException | None) -> None:

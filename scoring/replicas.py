@@ -27,7 +27,7 @@ MAX_BATCH_THREADS = 256
 # The Lynx source root, on the replicas' import path: entry scripts `from scoring.batching import Batcher`.
 LYNX_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAX_BATCH_SIZE = 32  # as a Lynx deployment's (deployments.models.Deployment)
-DEFAULT_MAX_BATCH_WAIT_MS = 5
+DEFAULT_MAX_BATCH_WAIT_MS = 50
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 # Environment variables a replica must not inherit from whoever started the supervisor (a Celery worker has
 # the database URL and Django's secrets): user code runs in the replica.

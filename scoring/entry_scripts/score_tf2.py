@@ -17,9 +17,10 @@ signature takes `image_bytes` (tf.string, shape [None], encoded images) and retu
 Class names come from a `labels.txt` (one per line) next to the SavedModel or in a folder above it.
 
 Dynamic batching: the server answers requests on several threads, and requests that arrive together share
-one model call (scoring.batching): up to LYNX_MAX_BATCH_SIZE images (default 32), gathered for at most
-LYNX_MAX_BATCH_WAIT_MS milliseconds (default 5) after the model becomes free, and only while more requests are
-expected, so a lone client never waits. LYNX_MAX_BATCH_SIZE=1 turns it off (one model call per request).
+one model call (scoring.batching): up to LYNX_MAX_BATCH_SIZE images (default 32), gathered after the model
+becomes free for a tenth of a recent model call (at least 5 ms, at most LYNX_MAX_BATCH_WAIT_MS, default 50),
+and only while more requests are expected, so a lone client never waits. LYNX_MAX_BATCH_SIZE=1 turns it off
+(one model call per request).
 Each image is decoded on its own request thread first: one that cannot be decoded gets its own 400 and never
 joins a batch. Every answer carries `X-Lynx-Batch-Size`, the size of the model call that produced it; the
 local target's front proxy averages it into the deployment's stats.
@@ -27,11 +28,12 @@ local target's front proxy averages it into the deployment's stats.
 
 from __future__ import annotations  # Azure images may run Python 3.9
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from azureml.contrib.services.aml_request import rawhttp
 from azureml.contrib.services.aml_response import AMLResponse
 
@@ -43,9 +45,39 @@ except ImportError:
     except ImportError:
         Batcher = None  # neither: one model call per request
 
+
+def _import_tensorflow():
+    """`import tensorflow`, without the eager import of Keras that comes with it.
+
+    With Keras 3 installed, `import tensorflow` imports all of Keras, and through Keras's scikit-learn wrapper
+    scikit-learn and SciPy: about 80 MB more in every replica, for nothing that tf.saved_model.load uses
+    (Keras 3 registers nothing with TensorFlow's SavedModel loader). This script never uses Keras, so
+    TF_USE_LEGACY_KERAS, which skips that import, is set only while TensorFlow initialises: tf.keras reads it
+    again on first use, so other code in the process still gets Keras 3 there. Not done when TensorFlow is
+    already imported, when the variable is set already, or when tf_keras is installed (the variable would
+    then route `tensorflow.keras` imports to it).
+    """
+    if (
+        "tensorflow" in sys.modules
+        or "TF_USE_LEGACY_KERAS" in os.environ
+        or importlib.util.find_spec("tf_keras") is not None
+    ):
+        import tensorflow
+
+        return tensorflow
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        import tensorflow
+    finally:
+        del os.environ["TF_USE_LEGACY_KERAS"]
+    return tensorflow
+
+
+tf = _import_tensorflow()
+
 TOP_K = 5
 DEFAULT_MAX_BATCH_SIZE = 32  # the same defaults as a Lynx deployment's
-DEFAULT_MAX_BATCH_WAIT_MS = 5
+DEFAULT_MAX_BATCH_WAIT_MS = 50
 UNDECODABLE = "The body is not an image that can be decoded (JPEG, PNG, GIF or BMP)."
 
 model_signature = None  # the SavedModel's serving_default signature, set by init()

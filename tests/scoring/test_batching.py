@@ -81,15 +81,35 @@ def test_a_lone_request_does_not_wait_for_company(batcher_factory):
     assert model.calls == [[0], [1], [2], [3], [4]]
 
 
-def test_after_a_burst_a_partial_batch_waits_at_most_the_maximum_wait(batcher_factory):
-    model = SlowDouble(seconds=0.2)
-    batcher = batcher_factory(model, max_batch_size=32, max_wait_ms=300)
-    submit_all(batcher, list(range(16)))  # the batcher now expects company
+def _wait_after_a_burst(batcher: Batcher, model: SlowDouble) -> float:
+    """How long a lone request waits for company once a burst of 16 has taught the batcher to expect it."""
+    submit_all(batcher, list(range(16)))
     started = time.monotonic()
     assert batcher.submit(100) == 200
-    waited = time.monotonic() - started - model.seconds
-    assert 0.25 <= waited < 2.0  # it waited for company that never came, about max_wait_ms, then went alone
-    assert model.calls[-1] == [100]
+    assert model.calls[-1] == [100]  # company never came: it went alone
+    return time.monotonic() - started - model.seconds
+
+
+def test_after_a_burst_a_partial_batch_waits_a_tenth_of_a_model_call(batcher_factory):
+    model = SlowDouble(seconds=0.6)
+    batcher = batcher_factory(model, max_batch_size=32, max_wait_ms=1000)
+    waited = _wait_after_a_burst(batcher, model)
+    assert 0.055 <= waited < 0.5  # ~60 ms: a tenth of a 0.6 s call, far below the 1 s maximum
+    assert batcher.stats()["wait_budget_ms"] == pytest.approx(60, abs=10)
+
+
+def test_the_wait_never_exceeds_the_maximum(batcher_factory):
+    model = SlowDouble(seconds=0.6)
+    batcher = batcher_factory(model, max_batch_size=32, max_wait_ms=8)
+    assert _wait_after_a_burst(batcher, model) < 0.05  # a tenth of the call would be 60 ms
+    assert batcher.stats()["wait_budget_ms"] == 8
+
+
+def test_a_fast_model_still_waits_a_few_milliseconds_for_company(batcher_factory):
+    model = SlowDouble(seconds=0.002)  # a tenth of it, 0.2 ms, is too short for answers to come back
+    batcher = batcher_factory(model, max_batch_size=32, max_wait_ms=50)
+    assert _wait_after_a_burst(batcher, model) >= 0.004
+    assert batcher.stats()["wait_budget_ms"] == 5
 
 
 def test_a_failing_item_gets_its_own_error_and_its_batch_mates_their_results(batcher_factory):

@@ -199,7 +199,7 @@ def test_replicas_can_import_the_batching_helper_and_keep_threads_for_probes(tmp
 
 def test_batching_is_on_by_default_with_the_deployment_defaults(demo_model_dir):
     spec = ReplicaSpec.build(entry_script=DEFAULT_ENTRY_SCRIPT, model_path=demo_model_dir)
-    assert (spec.max_batch_size, spec.max_batch_wait_ms) == (32, 5)
+    assert (spec.max_batch_size, spec.max_batch_wait_ms) == (32, 50)
     assert ReplicaSpec.from_mapping(
         {"entry_script": str(DEFAULT_ENTRY_SCRIPT), "model_path": str(demo_model_dir)}
     ).max_batch_size == 32

@@ -130,4 +130,4 @@ def test_an_undecodable_image_gets_its_own_400_and_its_neighbours_are_batched(en
 
 def test_the_script_reads_its_batch_limits_from_the_environment(entry):
     assert (entry.batcher.max_batch_size, entry.batcher.max_wait_s) == (16, 0.02)
-    assert entry.DEFAULT_MAX_BATCH_SIZE == 32 and entry.DEFAULT_MAX_BATCH_WAIT_MS == 5
+    assert entry.DEFAULT_MAX_BATCH_SIZE == 32 and entry.DEFAULT_MAX_BATCH_WAIT_MS == 50
