@@ -45,8 +45,10 @@ class IdempotentForm(forms.Form):
             self.initial.setdefault("idempotency_key", uuid.uuid4().hex)
 
 
-class ClusterForm(IdempotentForm):
-    name = forms.CharField(max_length=16, validators=[cluster_name_rule], initial="local-gpu")
+class ClusterBaseForm(IdempotentForm):
+    """What every new cluster asks, local or on Azure: a free name, and when to tear it down."""
+
+    name = forms.CharField(max_length=16, validators=[cluster_name_rule])
     expires_in_hours = forms.IntegerField(
         required=False,
         validators=[MinValueValidator(1), MaxValueValidator(24 * 90)],
@@ -72,6 +74,12 @@ class ClusterForm(IdempotentForm):
     def expires_at(self):
         hours = self.cleaned_data.get("expires_in_hours")
         return timezone.now() + timedelta(hours=hours) if hours else None
+
+
+class ClusterForm(ClusterBaseForm):
+    """A local cluster: the machine Lynx runs on."""
+
+    name = forms.CharField(max_length=16, validators=[cluster_name_rule], initial="local-gpu")
 
 
 def _uploaded_text(upload, what: str) -> str:

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from datetime import timedelta
 from decimal import Decimal
 
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.utils import timezone
 
 from deployments import selectors
-from deployments.forms import RESERVED_CLUSTER_NAMES, IdempotentForm, cluster_name_rule
-from deployments.models import Cluster, Workspace
-from deployments.states import ProvisioningState
+from deployments.forms import ClusterBaseForm, IdempotentForm, cluster_name_rule
+from deployments.models import Workspace
 from deployments.vm_sizes import (
     CLUSTER_PURPOSES,
     CPU_SIZES,
@@ -135,8 +132,19 @@ def vm_size_choices(today: dt.date | None = None) -> list[tuple[str, list[tuple[
     ]
 
 
-class AzureClusterForm(IdempotentForm):
+class AzureClusterForm(ClusterBaseForm):
     """Provision a new AKS cluster in a workspace, or attach an existing AKS cluster to it."""
+
+    field_order = [
+        "workspace",
+        "mode",
+        "name",
+        "vm_size",
+        "node_count",
+        "cluster_purpose",
+        "location",
+        "attach_resource_id",
+    ]  # then the teardown fields every cluster form ends with
 
     CREATE, ATTACH = "create", "attach"
 
@@ -167,22 +175,10 @@ class AzureClusterForm(IdempotentForm):
         label="AKS resource ID (attach only)",
         help_text="/subscriptions/…/resourceGroups/…/providers/Microsoft.ContainerService/managedClusters/…",
     )
-    expires_in_hours = forms.IntegerField(
-        required=False,
-        validators=[MinValueValidator(1), MaxValueValidator(24 * 90)],
-        help_text="Tear down after this many hours (optional). Azure bills for the cluster while it exists.",
-    )
-    idle_teardown_hours = forms.IntegerField(
-        required=False,
-        validators=[MinValueValidator(1), MaxValueValidator(24 * 90)],
-        help_text="Tear down after this many hours without a scoring request (optional).",
-    )
-    auto_teardown = forms.BooleanField(
-        required=False, help_text="Delete it automatically when it expires; otherwise you are only warned."
-    )
 
     def __init__(self, *args, today: dt.date | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["expires_in_hours"].help_text += " Azure bills for the cluster while it exists."
         self.today = today or dt.date.today()
         self.warnings: list[str] = []
         self.fields["vm_size"].widget.choices = [("", "— choose a VM size —"), *vm_size_choices(self.today)]
@@ -199,14 +195,6 @@ class AzureClusterForm(IdempotentForm):
                 "Fix the connection on the workspace's page first."
             )
         return workspace
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        if name.lower() in RESERVED_CLUSTER_NAMES:
-            raise forms.ValidationError(f"{name} is a name Azure ML reserves; choose another.")
-        if Cluster.objects.filter(name=name).exclude(provisioning_state=ProvisioningState.DELETED).exists():
-            raise forms.ValidationError(f"A cluster named {name} already exists.")
-        return name
 
     def clean(self) -> dict:
         data = super().clean()
@@ -240,10 +228,6 @@ class AzureClusterForm(IdempotentForm):
         if notice := retirement_notice(vm_size, self.today):
             self.warnings.append(notice)
         return data
-
-    def expires_at(self):
-        hours = self.cleaned_data.get("expires_in_hours")
-        return timezone.now() + timedelta(hours=hours) if hours else None
 
 
 class AzureKeyForm(forms.Form):
