@@ -286,6 +286,20 @@ def _run(
         SECTION_MEMORY, "demo replica: gunicorn worker (TensorFlow + model)", "MB", workers_rss / 2**20
     )
     report.add(SECTION_MEMORY, "demo replica: arbiter + worker", "MB", replica.get("rss_bytes", 0) / 2**20)
+    # File-backed pages (TensorFlow's shared library, mostly) are page cache the kernel can drop and every
+    # replica shares; how many of them a process maps also depends on the page cache's state (see
+    # docs/PERFORMANCE.md). The anonymous part is the replica's own.
+    infos = [
+        psutil.Process(pid).memory_info()
+        for pid in [replica.get("pid"), *replica.get("worker_pids", [])]
+        if pid
+    ]
+    report.add(
+        SECTION_MEMORY,
+        "demo replica: arbiter + worker, anonymous (not file-backed)",
+        "MB",
+        sum(info.rss - info.shared for info in infos) / 2**20,
+    )
     celery = psutil.Process(worker.pid)
     for index, process in enumerate([celery, *celery.children(recursive=True)]):
         what = "Celery worker: main process" if index == 0 else f"Celery worker: pool process {index}"
