@@ -9,8 +9,8 @@ that lock is what makes deploy idempotent and replicas impossible to duplicate.
 from __future__ import annotations
 
 import os
-import socket
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path

@@ -19,102 +19,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import ssl
 import tempfile
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import aad, arm, mms
 from .certs import write_certificates
+from .control import ControlAPI
 from .http import Listener, Request, Response, server_tls_context
-from .state import Compute, Faults, Injection, Operation, RegisteredModel, Service, arm_error, iso_now
+from .routes import routes
+from .simulation import Simulation
+from .state import Compute, Faults, Operation, RegisteredModel, Service, arm_error, iso_now
 
 logger = logging.getLogger("azure_emulator")
 
-Handler = Callable[["AzureEmulator", Request, re.Match[str]], Response]
 Scorer = Callable[[str, bytes], tuple[int, Any]]
-
-_WS = arm.WS_SCOPE
-_MMS = "/modelmanagement/v1.0" + _WS
-_ART = "/artifact/v2.0" + _WS
-_RP = "/rp/workspaces" + _WS
-
-
-@dataclass(frozen=True)
-class _Route:
-    listener: str  # "tls" | "plain" | "login" | "blob"
-    method: str
-    pattern: re.Pattern[str]
-    handler: Handler
-    authenticated: bool
-
-
-def _routes() -> list[_Route]:
-    table: list[tuple[str, str, str, Handler, bool]] = [
-        ("login", "GET", r"/common/discovery/instance", aad.instance_discovery, False),
-        (
-            "tls",
-            "GET",
-            r"/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration",
-            aad.openid_configuration,
-            False,
-        ),
-        ("tls", "POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token", aad.token, False),
-        ("tls", "GET", r"/subscriptions", arm.subscriptions, True),
-        ("tls", "GET", _WS, arm.workspace, True),
-        ("tls", "PUT", _WS + r"/computes/(?P<name>[^/]+)", arm.compute_put, True),
-        ("tls", "DELETE", _WS + r"/computes/(?P<name>[^/]+)", arm.compute_delete, True),
-        (
-            "tls",
-            "GET",
-            r"/subscriptions/[^/]+/providers/Microsoft\.MachineLearningServices/locations/[^/]+"
-            r"/computeOperationsStatus/(?P<id>[^/]+)",
-            arm.compute_operation,
-            True,
-        ),
-        ("tls", "GET", _RP + r"/computes", arm.rp_compute_list, True),
-        ("tls", "GET", _RP + r"/computes/(?P<name>[^/]+)", arm.rp_compute_get, True),
-        ("tls", "GET", r"/discovery(?:/.*)?", mms.discovery, False),
-        (
-            "tls",
-            "POST",
-            _ART + r"/artifacts/batch/metadata/(?P<origin>[^/]+)/(?P<container>[^/]+)",
-            mms.artifacts_batch_metadata,
-            True,
-        ),
-        ("blob", "*", r"/.+", mms.blob, False),
-        ("tls", "POST", _MMS + r"/assets", mms.asset_create, True),
-        ("tls", "GET", _MMS + r"/assets/(?P<id>[^/]+)", mms.asset_get, True),
-        ("tls", "POST", _MMS + r"/models", mms.model_register, True),
-        ("tls", "GET", _MMS + r"/models", mms.model_query, True),
-        ("tls", "GET", _MMS + r"/models/(?P<id>[^/]+)", mms.model_get, True),
-        ("tls", "POST", _MMS + r"/services/validate/name/(?P<name>[^/]+)", mms.validate_name, True),
-        ("tls", "POST", _MMS + r"/services/validate/resource", mms.validate_resource, True),
-        ("tls", "POST", _MMS + r"/services/validate", mms.validate, True),
-        ("tls", "POST", _MMS + r"/services", mms.service_create, True),
-        ("tls", "GET", _MMS + r"/services", mms.service_list, True),
-        ("tls", "GET", _MMS + r"/services/(?P<name>[^/]+)", mms.service_get, True),
-        ("tls", "PATCH", _MMS + r"/services/(?P<name>[^/]+)", mms.service_patch, True),
-        ("tls", "DELETE", _MMS + r"/services/(?P<name>[^/]+)", mms.service_delete, True),
-        ("tls", "POST", _MMS + r"/services/(?P<name>[^/]+)/listkeys", mms.service_keys, True),
-        ("tls", "POST", _MMS + r"/services/(?P<name>[^/]+)/regenerateKeys", mms.service_regen_keys, True),
-        ("tls", "GET", _MMS + r"/services/(?P<name>[^/]+)/logs", mms.service_logs, True),
-        ("tls", "GET", _MMS + r"/operations/(?P<id>[^/]+)", mms.operation_get, True),
-        ("plain", "*", r"/api/v1/service/(?P<name>[^/]+)/score", mms.score, False),
-        ("plain", "GET", r"/api/v1/service/(?P<name>[^/]+)/swagger\.json", mms.swagger, False),
-    ]
-    return [
-        _Route(lst, method, re.compile(pattern + r"/?\Z", re.IGNORECASE), handler, auth)
-        for lst, method, pattern, handler, auth in table
-    ]
 
 
 def default_scorer(service_name: str, body: bytes) -> tuple[int, Any]:
@@ -130,7 +54,7 @@ def default_scorer(service_name: str, body: bytes) -> tuple[int, Any]:
         return 400, {"message": f"Bad input: {exc}"}
 
 
-class AzureEmulator:
+class AzureEmulator(Simulation, ControlAPI):
     """Start with `start()` (or as a context manager); apply `env()` before azureml is imported."""
 
     def __init__(
@@ -182,7 +106,7 @@ class AzureEmulator:
         self.unknown_requests: list[str] = []
         self.events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=50_000)
         self._lock = threading.RLock()
-        self._routes = _routes()
+        self._routes = routes()
         self._port, self._plain_port = port, plain_port
         self._tls: Listener | None = None
         self._plain: Listener | None = None
@@ -348,238 +272,3 @@ class AzureEmulator:
         logger.error(message)
         self.unknown_requests.append(message)
         return Response(501, {"error": {"code": "NotEmulated", "message": message}})
-
-    def tick(self) -> None:
-        """Move every resource whose transition deadline has passed to its next state."""
-        now = time.monotonic()
-        for name, compute in list(self.computes.items()):
-            if compute.deadline > now:
-                continue
-            if compute.provisioning_state in ("Creating", "Updating"):
-                if compute.fail_with is not None:
-                    compute.provisioning_state, compute.errors = "Failed", [{"error": compute.fail_with}]
-                else:
-                    compute.provisioning_state = "Succeeded"
-                compute.modified_on = iso_now()
-            elif compute.provisioning_state == "Deleting":
-                del self.computes[name]
-        for name, svc in list(self.services.items()):
-            if svc.deadline > now:
-                continue
-            if svc.deleting:
-                del self.services[name]
-            elif svc.state == "Transitioning":
-                svc.state, svc.error = svc.outcome, svc.outcome_error
-                svc.updated_time = iso_now()
-                svc.log_lines.extend(self.ready_log(svc))
-        for op in self.operations.values():
-            if op.state != "Running" or op.deadline > now:
-                continue
-            if op.kind == "compute":
-                compute = self.computes.get(op.target)
-                if compute is None or compute.provisioning_state == "Succeeded":
-                    op.state = "Succeeded"  # created, or gone after a delete
-                elif compute.provisioning_state == "Failed":
-                    op.state, op.error = "Failed", compute.errors[0]["error"]
-            elif op.kind == "service":
-                svc = self.services.get(op.target)
-                if svc is None or svc.state == "Healthy":
-                    op.state = "Succeeded"
-                elif svc.state in ("Unschedulable", "Failed", "Unhealthy"):
-                    op.state, op.error = "Failed", svc.error
-            else:
-                op.state = "Succeeded"
-
-    def new_operation(self, kind: str, target: str, seconds: float, operation_type: str = "") -> Operation:
-        op = Operation(
-            id=str(uuid.uuid4()),
-            kind=kind,
-            target=target,
-            deadline=time.monotonic() + seconds,
-            operation_type=operation_type,
-        )
-        self.operations[op.id] = op
-        return op
-
-    def record(self, event: str, **details: Any) -> None:
-        self.events.append((event, details))
-
-    # --- helpers used by handlers --------------------------------------------------------------
-
-    @staticmethod
-    def vcpus(vm_size: str) -> int:
-        from deployments.vm_sizes import vm_size_info
-
-        info = vm_size_info(vm_size)
-        return info.vcpus if info else 4
-
-    @staticmethod
-    def gpus_per_node(vm_size: str) -> float:
-        from deployments.vm_sizes import vm_size_info
-
-        info = vm_size_info(vm_size)
-        return info.gpu_count if info else 0
-
-    def boot_log(self, svc: Service) -> list[str]:
-        env = (svc.payload.get("environmentImageRequest") or {}).get("environment") or {}
-        image = (
-            (env.get("docker") or {}).get("baseImage")
-        ) or "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04"
-        return [
-            f"{iso_now()} | Pulling image built from {image}",
-            f"{iso_now()} | Creating pods for service {svc.name} on compute {svc.payload.get('computeName')}",
-        ]
-
-    def ready_log(self, svc: Service) -> list[str]:
-        if svc.state != "Healthy":
-            return [f"{iso_now()} | Pod scheduling failed: {json.dumps(svc.error)}"]
-        gpu = (svc.payload.get("containerResourceRequirements") or {}).get("gpu") or 0
-        environment = (svc.payload.get("environmentImageRequest") or {}).get("environment") or {}
-        entry_script = (environment.get("environmentVariables") or {}).get("AZUREML_ENTRY_SCRIPT")
-        return [
-            f"{iso_now()} | Azure ML Inferencing HTTP server v1.5.1",
-            f"{iso_now()} | Server Settings --- Entry Script Name: {entry_script}",
-            f"{iso_now()} | Booting worker with pid: 42 (GPUs visible: {gpu})",
-            f"{iso_now()} | Users's init has completed successfully",
-            f"{iso_now()} | Scoring timeout is set to {svc.payload.get('scoringTimeoutMs') or 60000}",
-        ]
-
-    # --- test and control API ------------------------------------------------------------------
-
-    def fail_cluster_create_with_quota(
-        self, name: str = "*", family: str = "standardNCASv3_T4 Family Cores"
-    ) -> None:
-        with self.faults.lock:
-            self.faults.quota[name] = family
-
-    def fail_cluster_provisioning(
-        self,
-        name: str = "*",
-        code: str = "ClusterCreationFailed",
-        message: str = "AKS cluster creation failed.",
-    ) -> None:
-        with self.faults.lock:
-            self.faults.cluster_failures[name] = {"code": code, "message": message}
-
-    def make_deployment_unschedulable(
-        self, name: str = "*", message: str = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
-    ) -> None:
-        with self.faults.lock:
-            self.faults.unschedulable[name] = message
-
-    def inject(
-        self,
-        method: str,
-        path_regex: str,
-        status: int,
-        body: Any = None,
-        *,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """Answer the next `times` matching requests with `status`/`body` instead of handling them."""
-        if body is None:
-            body = {
-                "error": {
-                    "code": {
-                        409: "Conflict",
-                        429: "TooManyRequests",
-                        500: "InternalServerError",
-                        503: "ServiceUnavailable",
-                    }.get(status, "Error"),
-                    "message": f"Injected HTTP {status} from the Lynx Azure emulator.",
-                }
-            }
-        with self.faults.lock:
-            self.faults.injections.append(
-                Injection(method.upper(), re.compile(path_regex), status, body, times, headers or {})
-            )
-
-    def expire_client_secret(self, expired: bool = True) -> None:
-        self.faults.secret_expired = expired
-
-    def deny_access(self, denied: bool = True) -> None:
-        self.faults.deny_access = denied
-
-    def create_cluster_directly(
-        self,
-        name: str,
-        vm_size: str = "Standard_NC4as_T4_v3",
-        agent_count: int = 1,
-        cluster_purpose: str = "DevTest",
-        state: str = "Succeeded",
-    ) -> None:
-        """Someone created a cluster in the portal, behind Lynx's back."""
-        with self._lock:
-            compute = Compute(
-                name=name,
-                location=self.location,
-                vm_size=vm_size,
-                agent_count=agent_count,
-                cluster_purpose=cluster_purpose,
-                is_attached=False,
-                created_on=iso_now(),
-                resource_id=f"/subscriptions/{self.subscription_id}/resourcegroups/{self.resource_group}"
-                f"/providers/Microsoft.ContainerService/managedClusters/{name}",
-            )
-            compute.provisioning_state = state
-            self.computes[name] = compute
-
-    def register_external_aks(self, resource_id: str, vm_size: str, agent_count: int) -> None:
-        """An AKS cluster that exists in the subscription, so that it can be attached."""
-        self.external_aks[resource_id.lower()] = (vm_size, agent_count)
-
-    def count(self, method: str, path_regex: str) -> int:
-        pattern = re.compile(path_regex)
-        return sum(1 for m, _h, p, _s in self.requests if m == method and pattern.search(p))
-
-    def reset(self) -> None:
-        with self._lock:
-            self.faults.clear()
-            for table in (
-                self.computes,
-                self.services,
-                self.operations,
-                self.assets,
-                self.artifacts,
-                self.blobs,
-            ):
-                table.clear()
-            self.models.clear()
-            self.requests.clear()
-            self.unknown_requests.clear()
-
-    def _control(self, req: Request) -> Response:
-        """POST /_emulator/<action> with a JSON body: the same knobs as the Python methods."""
-        action = req.path.removeprefix("/_emulator/").strip("/")
-        body = req.json() if req.body else {}
-        actions: dict[str, Callable[..., Any]] = {
-            "quota": self.fail_cluster_create_with_quota,
-            "cluster-failure": self.fail_cluster_provisioning,
-            "unschedulable": self.make_deployment_unschedulable,
-            "inject": self.inject,
-            "expire-secret": self.expire_client_secret,
-            "deny-access": self.deny_access,
-            "cluster": self.create_cluster_directly,
-            "external-aks": self.register_external_aks,
-            "reset": self.reset,
-        }
-        if action == "state" and req.method == "GET":
-            return Response(
-                200,
-                {
-                    "computes": {n: c.provisioning_state for n, c in self.computes.items()},
-                    "services": {n: s.state for n, s in self.services.items()},
-                    "models": [m.id for m in self.models],
-                    "unknown_requests": self.unknown_requests,
-                },
-            )
-        if req.method != "POST" or action not in actions:
-            return Response(
-                404, {"message": f"unknown control action {action!r}", "actions": sorted(actions)}
-            )
-        try:
-            actions[action](**body)
-        except TypeError as exc:
-            return Response(400, {"message": str(exc)})
-        return Response(200, {"ok": True})

@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from deployments.environments import default_entry_script, default_environment_yaml
 from deployments.crypto import encrypt
+from deployments.environments import default_entry_script, default_environment_yaml
 from deployments.models import Cluster, Deployment, RegisteredModel, ScoringRun, VmPrice, Workspace
 from deployments.services.costs import vm_prices_seed
 from deployments.services.deployments import deployment_create

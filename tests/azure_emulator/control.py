@@ -1,0 +1,155 @@
+"""The test and control API: armed faults, resources made behind Lynx's back, request counts, reset.
+
+Mixed into `AzureEmulator`; the same knobs answer `POST /_emulator/<action>` on the plain listener.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .http import Request, Response
+from .state import Compute, Injection, iso_now
+
+
+class ControlAPI:
+    """Python methods for tests, and `_control` for the same actions over HTTP."""
+
+    def fail_cluster_create_with_quota(
+        self, name: str = "*", family: str = "standardNCASv3_T4 Family Cores"
+    ) -> None:
+        with self.faults.lock:
+            self.faults.quota[name] = family
+
+    def fail_cluster_provisioning(
+        self,
+        name: str = "*",
+        code: str = "ClusterCreationFailed",
+        message: str = "AKS cluster creation failed.",
+    ) -> None:
+        with self.faults.lock:
+            self.faults.cluster_failures[name] = {"code": code, "message": message}
+
+    def make_deployment_unschedulable(
+        self, name: str = "*", message: str = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    ) -> None:
+        with self.faults.lock:
+            self.faults.unschedulable[name] = message
+
+    def inject(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        body: Any = None,
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next `times` matching requests with `status`/`body` instead of handling them."""
+        if body is None:
+            body = {
+                "error": {
+                    "code": {
+                        409: "Conflict",
+                        429: "TooManyRequests",
+                        500: "InternalServerError",
+                        503: "ServiceUnavailable",
+                    }.get(status, "Error"),
+                    "message": f"Injected HTTP {status} from the Lynx Azure emulator.",
+                }
+            }
+        with self.faults.lock:
+            self.faults.injections.append(
+                Injection(method.upper(), re.compile(path_regex), status, body, times, headers or {})
+            )
+
+    def expire_client_secret(self, expired: bool = True) -> None:
+        self.faults.secret_expired = expired
+
+    def deny_access(self, denied: bool = True) -> None:
+        self.faults.deny_access = denied
+
+    def create_cluster_directly(
+        self,
+        name: str,
+        vm_size: str = "Standard_NC4as_T4_v3",
+        agent_count: int = 1,
+        cluster_purpose: str = "DevTest",
+        state: str = "Succeeded",
+    ) -> None:
+        """Someone created a cluster in the portal, behind Lynx's back."""
+        with self._lock:
+            compute = Compute(
+                name=name,
+                location=self.location,
+                vm_size=vm_size,
+                agent_count=agent_count,
+                cluster_purpose=cluster_purpose,
+                is_attached=False,
+                created_on=iso_now(),
+                resource_id=f"/subscriptions/{self.subscription_id}/resourcegroups/{self.resource_group}"
+                f"/providers/Microsoft.ContainerService/managedClusters/{name}",
+            )
+            compute.provisioning_state = state
+            self.computes[name] = compute
+
+    def register_external_aks(self, resource_id: str, vm_size: str, agent_count: int) -> None:
+        """An AKS cluster that exists in the subscription, so that it can be attached."""
+        self.external_aks[resource_id.lower()] = (vm_size, agent_count)
+
+    def count(self, method: str, path_regex: str) -> int:
+        pattern = re.compile(path_regex)
+        return sum(1 for m, _h, p, _s in self.requests if m == method and pattern.search(p))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.faults.clear()
+            for table in (
+                self.computes,
+                self.services,
+                self.operations,
+                self.assets,
+                self.artifacts,
+                self.blobs,
+            ):
+                table.clear()
+            self.models.clear()
+            self.requests.clear()
+            self.unknown_requests.clear()
+
+    def _control(self, req: Request) -> Response:
+        """POST /_emulator/<action> with a JSON body: the same knobs as the Python methods."""
+        action = req.path.removeprefix("/_emulator/").strip("/")
+        body = req.json() if req.body else {}
+        actions: dict[str, Callable[..., Any]] = {
+            "quota": self.fail_cluster_create_with_quota,
+            "cluster-failure": self.fail_cluster_provisioning,
+            "unschedulable": self.make_deployment_unschedulable,
+            "inject": self.inject,
+            "expire-secret": self.expire_client_secret,
+            "deny-access": self.deny_access,
+            "cluster": self.create_cluster_directly,
+            "external-aks": self.register_external_aks,
+            "reset": self.reset,
+        }
+        if action == "state" and req.method == "GET":
+            return Response(
+                200,
+                {
+                    "computes": {n: c.provisioning_state for n, c in self.computes.items()},
+                    "services": {n: s.state for n, s in self.services.items()},
+                    "models": [m.id for m in self.models],
+                    "unknown_requests": self.unknown_requests,
+                },
+            )
+        if req.method != "POST" or action not in actions:
+            return Response(
+                404, {"message": f"unknown control action {action!r}", "actions": sorted(actions)}
+            )
+        try:
+            actions[action](**body)
+        except TypeError as exc:
+            return Response(400, {"message": str(exc)})
+        return Response(200, {"ok": True})
