@@ -262,6 +262,12 @@ def browser() -> Iterator:
         browser.close()
 
 
+def wait_for_operation(page, timeout_ms: int = 180_000) -> str:
+    """Wait on an operation's page until its live progress says it finished; its final state."""
+    page.wait_for_selector("#operation[data-finished=true]", timeout=timeout_ms)
+    return page.inner_text("#op-state")
+
+
 @pytest.fixture
 def new_page(browser, live_server):
     """Open a fresh browser context (its own cookies) logged in as `user`."""

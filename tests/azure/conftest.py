@@ -27,12 +27,6 @@ GPU_SIZE = "Standard_NC4as_T4_v3"  # 1 × NVIDIA T4 per node
 CPU_SIZE = "Standard_D4s_v5"
 
 
-@pytest.fixture(autouse=True)
-def _azure_urls(settings) -> None:
-    """The Azure pages, next to the dashboard's own, until dashboard/urls.py includes them."""
-    settings.ROOT_URLCONF = "tests.azure.urls"
-
-
 def unique(prefix: str) -> str:
     """Names the emulator has not seen in this session (its state outlives each test's database)."""
     return f"{prefix}-{uuid.uuid4().hex[:6]}"

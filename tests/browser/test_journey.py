@@ -9,13 +9,9 @@ import pytest
 from django.conf import settings
 
 from deployments.models import AuditEvent
+from tests.conftest import wait_for_operation
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_for_operation(page, timeout_ms: int = 180_000) -> str:
-    page.wait_for_selector("#operation[data-finished=true]", timeout=timeout_ms)
-    return page.inner_text("#op-state")
 
 
 def test_deploy_and_tear_down_the_demo_model_from_the_browser(
@@ -31,7 +27,7 @@ def test_deploy_and_tear_down_the_demo_model_from_the_browser(
     page.click("text=New cluster")
     page.fill("input[name=name]", "local-gpu")
     page.click("button:has-text('Provision')")
-    assert _wait_for_operation(page) == "succeeded"
+    assert wait_for_operation(page) == "succeeded"
     assert "Succeeded: local-gpu is ready" in page.inner_text("#op-log")
 
     page.click("a:has-text('cluster local-gpu')")
@@ -39,7 +35,7 @@ def test_deploy_and_tear_down_the_demo_model_from_the_browser(
     page.fill("input[name=name]", "digits-demo")
     page.fill("input[name=replicas]", "1")
     page.click("button:has-text('Deploy')")
-    assert _wait_for_operation(page) == "succeeded", page.inner_text("#op-log")
+    assert wait_for_operation(page) == "succeeded", page.inner_text("#op-log")
     log = page.inner_text("#op-log")
     assert "replica-0: ready" in log and "digits-demo is Healthy" in log
     assert page.get_attribute("#op-bar", "style").replace(" ", "") == "width:100%;"
@@ -53,11 +49,11 @@ def test_deploy_and_tear_down_the_demo_model_from_the_browser(
     page.click("#deployments a:has-text('digits-demo')")
 
     page.click("button:has-text('Delete deployment')")
-    assert _wait_for_operation(page) == "succeeded"
+    assert wait_for_operation(page) == "succeeded"
     page.goto("/")
     page.click("#clusters a:has-text('local-gpu')")
     page.click("button:has-text('Delete cluster')")
-    assert _wait_for_operation(page) == "succeeded"
+    assert wait_for_operation(page) == "succeeded"
     page.goto("/")
     assert "local-gpu" not in page.inner_text("#clusters")
     assert "digits-demo" not in page.inner_text("#deployments")

@@ -16,14 +16,9 @@ from django.conf import settings
 from deployments.models import AuditEvent, Deployment, VmPrice
 from deployments.services.costs import vm_price_set, vm_prices_seed
 from deployments.states import ServiceState
-from tests.conftest import digit_images
+from tests.conftest import digit_images, wait_for_operation
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def _wait_for_operation(page, timeout_ms: int = 180_000) -> str:
-    page.wait_for_selector("#operation[data-finished=true]", timeout=timeout_ms)
-    return page.inner_text("#op-state")
 
 
 def _audit_rows(page) -> list[tuple[str, str, str, str]]:
@@ -72,13 +67,13 @@ def test_a_deployer_and_a_viewer_share_the_dashboard(
     dana.fill("input[name=expires_in_hours]", "8")
     dana.check("input[name=auto_teardown]")
     dana.click("button:has-text('Provision')")
-    assert _wait_for_operation(dana) == "succeeded", dana.inner_text("#op-log")
+    assert wait_for_operation(dana) == "succeeded", dana.inner_text("#op-log")
     dana.click("a:has-text('cluster team-gpu')")
     dana.click("text=Deploy to team-gpu")
     dana.fill("input[name=name]", "digits-team")
     dana.fill("input[name=replicas]", "1")
     dana.click("button:has-text('Deploy')")
-    assert _wait_for_operation(dana) == "succeeded", dana.inner_text("#op-log")
+    assert wait_for_operation(dana) == "succeeded", dana.inner_text("#op-log")
     deployment = Deployment.objects.get(name="digits-team")
 
     # ... test-scores a handwritten three and reads the top classes.
@@ -127,11 +122,11 @@ def test_a_deployer_and_a_viewer_share_the_dashboard(
     dana.goto("/")
     dana.click("#deployments a:has-text('digits-team')")
     dana.click("button:has-text('Delete deployment')")
-    assert _wait_for_operation(dana) == "succeeded"
+    assert wait_for_operation(dana) == "succeeded"
     dana.goto("/")
     dana.click("#clusters a:has-text('team-gpu')")
     dana.click("button:has-text('Delete cluster')")
-    assert _wait_for_operation(dana) == "succeeded"
+    assert wait_for_operation(dana) == "succeeded"
     vera.goto("/")
     assert "team-gpu" not in vera.inner_text("#clusters") and "digits-team" not in vera.inner_text(
         "#deployments"
