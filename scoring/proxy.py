@@ -171,7 +171,8 @@ class FrontProxy:
         finally:
             stats.in_flight -= 1
         stats.responses[f"{response.status // 100}xx"] += 1
-        stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+        if request.path != "/" and response.status != 401:  # scoring latency: not health checks or bad keys
+            stats.latencies_ms.append((time.perf_counter() - started) * 1000)
         return response
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -139,6 +139,26 @@ def test_answers_carry_their_batch_size_and_status_json_averages_it_per_model_ca
     assert per_replica and all(1 <= average <= 4 for average in per_replica)
 
 
+def test_latency_percentiles_count_scoring_requests_not_health_checks_or_bad_keys(served, heldout_digits):
+    image = render_digit(heldout_digits[0][0])
+    window = served.status()["stats"].get("latency_ms", {}).get("window", 0)
+    assert requests.get(f"{served.base_url}/", timeout=10).text == "Healthy"
+    assert served.score(image, key="wrong").status_code == 401
+    assert [served.score(image).status_code for _ in range(3)] == [200] * 3
+
+    def counted():
+        stats = served.status()["stats"]
+        return (
+            stats
+            if stats["responses"].get("4xx", 0) and stats["latency_ms"]["window"] >= window + 3
+            else None
+        )
+
+    latency = wait_for(counted, timeout=5, what="status.json to count the requests")["latency_ms"]
+    assert latency["window"] == window + 3  # the three scored images only
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+
+
 def test_status_json_describes_the_supervisor_and_its_ready_replicas(served):
     status = served.status()
     assert status["state"] == "running"
@@ -148,7 +168,9 @@ def test_status_json_describes_the_supervisor_and_its_ready_replicas(served):
     assert [r["name"] for r in status["replicas"]] == ["replica-0", "replica-1"]
     assert {r["state"] for r in status["replicas"]} == {"ready"}
     assert status["rollout"]["state"] == "succeeded"
-    assert status["model_dir"] == str(served.state_dir / "apps" / "digits-3" / "azureml-models" / "digits" / "3")
+    assert status["model_dir"] == str(
+        served.state_dir / "apps" / "digits-3" / "azureml-models" / "digits" / "3"
+    )
 
     # stats are refreshed about every second: the earlier tests' requests show up
     def stats_with_the_401s():

@@ -44,7 +44,7 @@ def _provision(user) -> object:
 
 
 def test_deploy_score_recover_from_a_dead_replica_and_tear_down(
-    deployer, demo_model, celery_processes, stop_local_replicas
+    client, deployer, demo_model, celery_processes, stop_local_replicas
 ):
     celery_processes("worker")
     celery_processes("beat")
@@ -70,7 +70,19 @@ def test_deploy_score_recover_from_a_dead_replica_and_tear_down(
     assert top.count("three") >= 4, top  # the demo model is ~97 % accurate on held-out digits
     # Requests sent straight to the scoring URI count as activity for the idle-teardown rule.
     wait_for(lambda: Deployment.objects.get(pk=deployment.pk).last_scored_at, 30, message="last_scored_at")
-    assert Deployment.objects.get(pk=deployment.pk).stats["avg_batch_size"] >= 1
+    def latency_window() -> int | None:
+        return (Deployment.objects.get(pk=deployment.pk).stats.get("latency_ms") or {}).get("window")
+
+    wait_for(lambda: latency_window() == 5, 30, message="the five requests in the deployment's stats")
+    stats = Deployment.objects.get(pk=deployment.pk).stats
+    assert stats["avg_batch_size"] >= 1
+    # The deployment page shows the traffic the front proxy saw: percentiles, not an average.
+    latency = stats["latency_ms"]
+    assert latency["window"] == 5 and 0 < latency["p50"] <= latency["p95"] <= latency["p99"], stats
+    client.force_login(deployer)
+    facts = client.get(f"/deployments/{deployment.pk}/status/").content.decode()
+    assert f"p99 {latency['p99']:.1f} ms" in facts and "(the last 5 scoring requests" in facts, facts
+    assert "5 × 2xx" in facts
     assert requests.post(deployment.scoring_uri, data=b"x", timeout=10).status_code == 401
 
     # A replica dies: the reconciler sees it, marks the service Unhealthy, restarts it, and it is Healthy again.
