@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -42,26 +41,9 @@ KEY = "replica-memory-bench-key"
 
 def demo_model() -> Path:
     """The demo model, built once per version of its recipe (in a subprocess: no TensorFlow here)."""
-    from scoring.demo_model import recipe_digest
+    from scoring.demo_model import build_cached
 
-    digest = recipe_digest()
-    built = MODEL_CACHE / digest
-    if not (built / "metrics.json").is_file():
-        MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-        scratch = MODEL_CACHE / f".{digest}.{os.getpid()}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "scoring.demo_model", "build", "--out", str(scratch)],
-            cwd=REPO,
-            check=True,
-            timeout=600,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            os.rename(scratch, built)
-        except OSError:  # built meanwhile by someone else
-            shutil.rmtree(scratch, ignore_errors=True)
-    return built
+    return build_cached(MODEL_CACHE, quiet=True)
 
 
 def digit_png() -> bytes:

@@ -185,6 +185,34 @@ def build(out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def build_cached(cache: Path, *, quiet: bool = False, timeout: float = 600) -> Path:
+    """The demo model under cache/<recipe digest>/ (model/, labels.txt, metrics.json), built only when its
+    recipe changed. It is built in a subprocess, so TensorFlow stays out of the caller (a web or Celery
+    process), into a scratch folder renamed into place: a concurrent build, or one killed halfway, never
+    leaves a half-written model where the next caller would take it. quiet: hide the build's output."""
+    import shutil
+    import subprocess
+
+    digest = recipe_digest()
+    built = Path(cache) / digest
+    if not (built / "metrics.json").is_file():
+        built.parent.mkdir(parents=True, exist_ok=True)
+        scratch = built.parent / f".{digest}.{os.getpid()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        subprocess.run(
+            [sys.executable, "-m", "scoring.demo_model", "build", "--out", str(scratch)],
+            cwd=Path(__file__).resolve().parent.parent,
+            check=True,
+            timeout=timeout,
+            capture_output=quiet,
+        )
+        try:
+            os.rename(scratch, built)
+        except OSError:  # another process got there first: its model is as good as ours
+            shutil.rmtree(scratch, ignore_errors=True)
+    return built
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scoring.demo_model", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)

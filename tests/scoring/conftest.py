@@ -3,10 +3,6 @@ serves (a supervisor, its front proxy and inference-server replicas) that are al
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,26 +36,9 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The demo model (model/, labels.txt, metrics.json), rebuilt only when its recipe changes."""
-    from scoring.demo_model import recipe_digest
+    from scoring.demo_model import build_cached
 
-    digest = recipe_digest()
-    built = CACHE / digest
-    if not (built / "metrics.json").is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        scratch = CACHE / f".{digest}.{os.getpid()}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "scoring.demo_model", "build", "--out", str(scratch)],
-            cwd=REPO,
-            check=True,
-            timeout=300,
-            capture_output=True,
-        )
-        try:
-            os.rename(scratch, built)  # atomic: a concurrent session sees all of it or nothing
-        except OSError:
-            shutil.rmtree(scratch, ignore_errors=True)  # another session got there first
-    return built
+    return build_cached(CACHE, quiet=True, timeout=300)
 
 
 @dataclass
