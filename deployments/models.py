@@ -6,6 +6,8 @@ Models hold fields, constraints and cheap properties. Every write goes through
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -367,6 +369,31 @@ class VmPrice(models.Model):
 
     def __str__(self) -> str:
         return self.vm_size
+
+
+# Where every size's price history starts: before any cluster Lynx knows of.
+PRICE_HISTORY_START = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+class VmPriceChange(models.Model):
+    """One step of a size's price over time: `price_per_hour` from `effective_from` until the next step.
+
+    Append-only. A size's first step starts at PRICE_HISTORY_START, so the price a size was added with also
+    covers the hours before it was added; an edit starts a step at the moment it is saved, so the hours
+    before it keep the price they were run at.
+    """
+
+    price = models.ForeignKey(VmPrice, on_delete=models.CASCADE, related_name="changes")
+    price_per_hour = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    effective_from = models.DateTimeField()
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["price", "effective_from", "id"]
+        indexes = [models.Index(fields=["price", "effective_from"])]
+
+    def __str__(self) -> str:
+        return f"{self.price_id} from {self.effective_from:%Y-%m-%d %H:%M}: {self.price_per_hour}"
 
 
 class DeploymentRevision(models.Model):

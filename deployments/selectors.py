@@ -10,13 +10,22 @@ from django.contrib.auth import get_user_model
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, VmPrice
-from deployments.services.costs import Priced, cluster_price, daily_costs, last_days, price_key
+from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, VmPrice, VmPriceChange
+from deployments.services.costs import (
+    Priced,
+    PriceSchedule,
+    cluster_price,
+    daily_costs,
+    last_days,
+    price_key,
+)
 from deployments.states import ProvisioningState, ServiceState
 
 
 def clusters_alive() -> QuerySet[Cluster]:
-    return Cluster.objects.exclude(provisioning_state=ProvisioningState.DELETED).select_related("owner", "workspace")
+    return Cluster.objects.exclude(provisioning_state=ProvisioningState.DELETED).select_related(
+        "owner", "workspace"
+    )
 
 
 def deployments_alive() -> QuerySet[Deployment]:
@@ -64,6 +73,16 @@ def clusters_with_expiry_rule() -> QuerySet[Cluster]:
         .exclude(provisioning_state=ProvisioningState.DELETING)
         .filter(Q(expires_at__isnull=False) | Q(idle_teardown_hours__isnull=False))
     )
+
+
+def vm_price_schedules() -> dict[str, PriceSchedule]:
+    """Every size's price history, keyed like vm_price_map (one query)."""
+    steps: dict[str, list] = {}
+    for name, start, price in VmPriceChange.objects.order_by("price_id", "effective_from", "id").values_list(
+        "price__vm_size", "effective_from", "price_per_hour"
+    ):
+        steps.setdefault(name.lower(), []).append((start, price))
+    return {name: PriceSchedule(tuple(rows)) for name, rows in steps.items()}
 
 
 def vm_price_map() -> dict[str, VmPrice]:
@@ -122,10 +141,18 @@ def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary
     rows = list(
         Cluster.objects.filter(created_at__lte=now)
         .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gte=since))
-        .values("id", "backend", "vm_size", "node_count", "created_at", "deleted_at", "owner_id",
-                "owner__username")
+        .values(
+            "id",
+            "backend",
+            "vm_size",
+            "node_count",
+            "created_at",
+            "deleted_at",
+            "owner_id",
+            "owner__username",
+        )
     )
-    prices = vm_price_map()
+    prices = vm_price_schedules()
     teams = teams_of({row["owner_id"] for row in rows if row["owner_id"]})
     summary = CostSummary()
     owners: dict[str, CostTotal] = {}
@@ -134,26 +161,30 @@ def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary
     unpriced: set[str] = set()
     for row in rows:
         is_local = row["backend"] == Backend.LOCAL
-        price_row = prices.get(price_key(is_local=is_local, vm_size=row["vm_size"]))
-        rate = price_row.price_per_hour if price_row is not None else (Decimal(0) if is_local else None)
+        schedule = prices.get(price_key(is_local=is_local, vm_size=row["vm_size"])) or PriceSchedule.flat(
+            Decimal(0) if is_local else None
+        )
         priced = cluster_price(
-            created_at=row["created_at"], deleted_at=row["deleted_at"], node_count=row["node_count"],
-            price_per_hour=rate, now=now,
+            created_at=row["created_at"],
+            deleted_at=row["deleted_at"],
+            node_count=row["node_count"],
+            price_per_hour=schedule,
+            now=now,
         )
         alive = row["deleted_at"] is None
         if alive:
             summary.by_cluster[row["id"]] = priced
-        recent = (
-            daily_costs(
-                created_at=row["created_at"], deleted_at=row["deleted_at"], rate=priced.rate, days=window,
-                now=now,
-            )
-            if priced.rate is not None
-            else {}
+        recent = daily_costs(
+            created_at=row["created_at"],
+            deleted_at=row["deleted_at"],
+            rate=schedule,
+            days=window,
+            now=now,
+            node_count=row["node_count"],
         )
         for day, amount in recent.items():
             per_day[day] += amount
-        if priced.rate is None:
+        if priced.so_far is None:
             unpriced.add(row["vm_size"] or "(none)")
         owner = row["owner__username"] or NO_OWNER
         groups = [owners.setdefault(owner, CostTotal(owner)), summary.total]
@@ -163,11 +194,11 @@ def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary
             if not alive:
                 continue
             total.running += 1
-            if priced.rate is None:
+            if priced.so_far is None:
                 total.unpriced += 1
             else:
                 total.per_hour += priced.per_hour_now or 0
-                total.so_far += priced.so_far or 0
+                total.so_far += priced.so_far
     summary.owners = sorted(owners.values(), key=lambda t: (-t.so_far, t.name))
     summary.teams = sorted(by_team.values(), key=lambda t: (t.name == NO_TEAM, -t.so_far, t.name))
     summary.per_day = list(per_day.items())
@@ -178,8 +209,16 @@ def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary
 # --- the audit log ---------------------------------------------------------------------------------
 
 AUDIT_COLUMNS = (
-    "id", "created_at", "actor_name", "action", "resource_type", "resource_id", "resource_name", "before",
-    "after", "message",
+    "id",
+    "created_at",
+    "actor_name",
+    "action",
+    "resource_type",
+    "resource_id",
+    "resource_name",
+    "before",
+    "after",
+    "message",
 )
 
 

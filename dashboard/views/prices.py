@@ -53,7 +53,10 @@ def price_update(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         shown = f"${price.price_per_hour}/h" if price.price_per_hour is not None else "no price"
-        messages.success(request, f"{price.vm_size} now costs {shown} per node.")
+        messages.success(
+            request,
+            f"{price.vm_size} costs {shown} per node from now on; hours already run keep their price.",
+        )
     return redirect("price_list")
 
 

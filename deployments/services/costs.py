@@ -2,9 +2,10 @@
 that turns hours run into money.
 
 A cluster costs `node_count × price_per_hour` of its VM size for every hour it exists
-(`created_at` until `deleted_at`, or now). The local target is priced by the `local` row: free
-unless an admin sets a price. Prices are the current ones: the table keeps no price history, so an
-edit re-prices the past too (the audit log says when it changed).
+(`created_at` until `deleted_at`, or now), at the price each hour had: every size keeps its price
+history (`VmPriceChange`), and an admin's edit applies from the moment it is saved, so the hours run
+before keep their price. The price a size is first given (seeded, or added by an admin) covers its
+past too. The local target is priced by the `local` row: free unless an admin sets a price.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from deployments.models import VmPrice
+from deployments.models import PRICE_HISTORY_START, VmPrice, VmPriceChange
 from deployments.vm_sizes import CPU_SIZES, GPU_SIZES
 
 from .audit import audit_record
@@ -32,8 +33,46 @@ MAX_PRICE = Decimal("100000")
 
 
 @dataclass(frozen=True)
+class PriceSchedule:
+    """A size's price per node-hour over time: (from, price) steps, oldest first. The first step also
+    covers everything before it; a price of None is unknown."""
+
+    steps: tuple[tuple[datetime, Decimal | None], ...]
+
+    @classmethod
+    def flat(cls, price: Decimal | None) -> PriceSchedule:
+        return cls(((PRICE_HISTORY_START, price),))
+
+    def at(self, when: datetime) -> Decimal | None:
+        current = self.steps[0][1]
+        for start, price in self.steps:
+            if start > when:
+                break
+            current = price
+        return current
+
+    def cost(self, start: datetime, end: datetime, *, priced_only: bool = False) -> Decimal | None:
+        """What one node costs from start to end; None when any of those hours has no price, unless
+        priced_only, which counts only the hours that have one."""
+        total = Decimal(0)
+        for index, (step_start, price) in enumerate(self.steps):
+            step_end = self.steps[index + 1][0] if index + 1 < len(self.steps) else None
+            lo = start if index == 0 else max(start, step_start)
+            hi = end if step_end is None else min(end, step_end)
+            if hi <= lo:
+                continue
+            if price is None:
+                if priced_only:
+                    continue
+                return None
+            total += price * hours_between(lo, hi)
+        return total
+
+
+@dataclass(frozen=True)
 class Priced:
-    """What one cluster has cost: `rate` is per hour for all its nodes; None when its size has no price."""
+    """What one cluster has cost: `rate` is per hour for all its nodes at its last hour (now, or when it was
+    deleted); None when that hour has no price. `so_far` is None when any of its hours has none."""
 
     rate: Decimal | None
     hours: Decimal
@@ -51,36 +90,52 @@ def hours_between(start: datetime, end: datetime) -> Decimal:
     return Decimal(str(seconds)) / HOUR
 
 
+def _schedule(prices: PriceSchedule | Decimal | None) -> PriceSchedule:
+    return prices if isinstance(prices, PriceSchedule) else PriceSchedule.flat(prices)
+
+
 def cluster_price(
     *,
     created_at: datetime,
     deleted_at: datetime | None,
     node_count: int,
-    price_per_hour: Decimal | None,
+    price_per_hour: PriceSchedule | Decimal | None,
     now: datetime,
 ) -> Priced:
-    """Cost so far and cost per hour now for one cluster's lifetime."""
+    """Cost so far and cost per hour now for one cluster's lifetime (a flat price or a size's history)."""
+    schedule = _schedule(price_per_hour)
     end = min(deleted_at, now) if deleted_at else now
     hours = hours_between(created_at, end)
-    if price_per_hour is None:
-        return Priced(rate=None, hours=hours, so_far=None, per_hour_now=None)
-    rate = price_per_hour * node_count
+    last = schedule.at(end)
+    rate = None if last is None else last * node_count
+    per_node = schedule.cost(created_at, end) if end > created_at else Decimal(0)
     return Priced(
-        rate=rate, hours=hours, so_far=rate * hours, per_hour_now=Decimal(0) if deleted_at else rate
+        rate=rate,
+        hours=hours,
+        so_far=None if per_node is None else per_node * node_count,
+        per_hour_now=None if rate is None else (Decimal(0) if deleted_at else rate),
     )
 
 
 def daily_costs(
-    *, created_at: datetime, deleted_at: datetime | None, rate: Decimal, days: list[date], now: datetime
+    *,
+    created_at: datetime,
+    deleted_at: datetime | None,
+    rate: PriceSchedule | Decimal,
+    days: list[date],
+    now: datetime,
+    node_count: int = 1,
 ) -> dict[date, Decimal]:
-    """Split a cluster's cost over UTC calendar days (only the days in `days`)."""
+    """Split a cluster's cost over UTC calendar days (only the days in `days`, and only the hours that have
+    a price). `rate`: per hour for the whole cluster, or a size's price history per node."""
+    schedule = _schedule(rate)
     start, end = created_at, min(deleted_at, now) if deleted_at else now
     out: dict[date, Decimal] = {}
     for day in days:
         day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         lo, hi = max(start, day_start), min(end, day_start + timedelta(days=1))
         if hi > lo:
-            out[day] = rate * hours_between(lo, hi)
+            out[day] = (schedule.cost(lo, hi, priced_only=True) or Decimal(0)) * node_count
     return out
 
 
@@ -119,12 +174,19 @@ def vm_prices_seed() -> int:
             )
             if made:
                 created += 1
+                VmPriceChange.objects.create(
+                    price=row, price_per_hour=price, effective_from=PRICE_HISTORY_START
+                )
             elif any(getattr(row, field) != value for field, value in specs.items()):
                 VmPrice.objects.filter(pk=row.pk).update(**specs)
-        _, made = VmPrice.objects.get_or_create(
+        local, made = VmPrice.objects.get_or_create(
             vm_size=LOCAL_PRICE_ROW, defaults={"price_per_hour": Decimal(0)}
         )
-        created += made
+        if made:
+            created += 1
+            VmPriceChange.objects.create(
+                price=local, price_per_hour=Decimal(0), effective_from=PRICE_HISTORY_START
+            )
         if created:
             audit_record(
                 actor=None,
@@ -145,15 +207,16 @@ def _clean_price(value: Decimal | None) -> Decimal | None:
 
 
 def vm_price_set(*, user: AbstractBaseUser, price: VmPrice, price_per_hour: Decimal | None) -> VmPrice:
-    """Change what an hour of one node of a size costs (None: unknown, shown as "no price")."""
+    """Change what an hour of one node of a size costs (None: unknown, shown as "no price"), from now on:
+    the hours before keep the price they were run at."""
     new = _clean_price(price_per_hour)
     with transaction.atomic():
         # Locked and re-read, so two admins editing at once each record the price they replaced.
         current = VmPrice.objects.select_for_update().get(pk=price.pk)
         before = _price_row(current)
-        VmPrice.objects.filter(pk=current.pk).update(
-            price_per_hour=new, updated_by=user, updated_at=timezone.now()
-        )
+        now = timezone.now()
+        VmPrice.objects.filter(pk=current.pk).update(price_per_hour=new, updated_by=user, updated_at=now)
+        VmPriceChange.objects.create(price=current, price_per_hour=new, effective_from=now, set_by=user)
         current.refresh_from_db()
         audit_record(
             actor=user, action="price.update", resource=current, before=before, after=_price_row(current)
@@ -187,6 +250,13 @@ def vm_price_create(
                 vcpus=vcpus,
                 memory_gb=memory_gb,
                 updated_by=user,
+            )
+            # A size's first price covers its past too: clusters of it already running get a cost.
+            VmPriceChange.objects.create(
+                price=price,
+                price_per_hour=price.price_per_hour,
+                effective_from=PRICE_HISTORY_START,
+                set_by=user,
             )
             audit_record(actor=user, action="price.create", resource=price, after=_price_row(price))
     except IntegrityError as exc:

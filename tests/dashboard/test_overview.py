@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments.crypto import encrypt
-from deployments.models import AuditEvent, Backend, Cluster, Deployment, VmPrice, Workspace
+from deployments.models import AuditEvent, Backend, Cluster, Deployment, VmPrice, VmPriceChange, Workspace
 from deployments.services.costs import vm_price_set, vm_prices_seed
 from deployments.states import ProvisioningState
 from tests.deployments.factories import ready_cluster, start_deployment
@@ -94,7 +94,12 @@ def test_the_local_target_costs_what_the_price_table_says(client, deployer, admi
     text = row(client.get("/").content.decode(), "clusters", "local-gpu")
     assert "local this machine 1 0 Succeeded" in text and "$0.00" in text
     vm_price_set(user=admin_user, price=VmPrice.objects.get(vm_size="local"), price_per_hour=Decimal("1.50"))
-    assert "$3.00" in row(client.get("/").content.decode(), "clusters", "local-gpu")
+    # From now on: the two hours already run stay free.
+    assert "2 hours $0.00 $1.50" in row(client.get("/").content.decode(), "clusters", "local-gpu")
+    VmPriceChange.objects.filter(price__vm_size="local", set_by=admin_user).update(
+        effective_from=timezone.now() - timedelta(hours=1)
+    )  # as if the admin had changed it an hour ago
+    assert "2 hours $1.50 $1.50" in row(client.get("/").content.decode(), "clusters", "local-gpu")
 
 
 def test_a_size_without_a_price_says_so(client, deployer, prices):

@@ -12,8 +12,17 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deployments import selectors
-from deployments.models import AuditEvent, Backend, Cluster, RegisteredModel, VmPrice
+from deployments.models import (
+    PRICE_HISTORY_START,
+    AuditEvent,
+    Backend,
+    Cluster,
+    RegisteredModel,
+    VmPrice,
+    VmPriceChange,
+)
 from deployments.services.costs import (
+    PriceSchedule,
     cluster_price,
     daily_costs,
     last_days,
@@ -70,11 +79,72 @@ def test_cost_so_far_is_hours_times_nodes_times_the_price_of_the_size(deployer, 
     assert cost.so_far == Decimal("15.78")  # 10 hours
 
 
-def test_the_local_target_is_free_until_an_admin_sets_a_price(deployer, admin_user, prices):
+def _moved_to(change: VmPriceChange, when: datetime) -> None:
+    """As if the admin had saved that change at `when` (the service stamps it with the real time)."""
+    VmPriceChange.objects.filter(pk=change.pk).update(effective_from=when)
+
+
+def test_the_local_target_is_free_and_a_price_an_admin_sets_counts_from_then_on(deployer, admin_user, prices):
     local = cluster_row(deployer, "local-gpu", hours_ago=4, backend=Backend.LOCAL, vm_size="")
     assert selectors.costs_summary(now=NOW).by_cluster[local.pk].so_far == 0
     vm_price_set(user=admin_user, price=prices["local"], price_per_hour=Decimal("0.25"))
-    assert selectors.costs_summary(now=NOW).by_cluster[local.pk].so_far == Decimal("1.00")
+    _moved_to(VmPriceChange.objects.filter(price=prices["local"]).latest("effective_from"), NOW)
+    two_hours_later = selectors.costs_summary(now=NOW + timedelta(hours=2)).by_cluster[local.pk]
+    assert two_hours_later.so_far == Decimal("0.50")  # the 4 free hours stay free
+    assert two_hours_later.per_hour_now == Decimal("0.25")
+
+
+def test_a_price_change_applies_from_then_on_and_the_hours_before_keep_their_price(
+    deployer, admin_user, prices
+):
+    cluster = cluster_row(deployer, "t4", hours_ago=10, node_count=2)  # since 02:00 today
+    before = selectors.costs_summary(now=NOW).by_cluster[cluster.pk].so_far
+    assert before == Decimal("10.52")  # 10 h × 2 nodes × $0.526
+    change = VmPriceChange.objects.get(
+        pk=vm_price_set(user=admin_user, price=prices["Standard_NC4as_T4_v3"], price_per_hour=Decimal("1"))
+        .changes.latest("effective_from")
+        .pk
+    )
+    assert change.set_by == admin_user
+    _moved_to(change, NOW - timedelta(hours=4))
+    summary = selectors.costs_summary(now=NOW)
+    cost = summary.by_cluster[cluster.pk]
+    assert cost.so_far == Decimal("14.312")  # 6 h × 2 × $0.526 + 4 h × 2 × $1
+    assert cost.per_hour_now == cost.rate == Decimal("2")
+    assert dict(summary.per_day)[NOW.date()] == Decimal("14.312")
+    assert summary.total.so_far == Decimal("14.312")
+
+
+def test_hours_run_while_a_size_had_no_price_make_its_cost_unknown(deployer, admin_user, prices):
+    cluster = cluster_row(deployer, "t4", hours_ago=10)
+    price = prices["Standard_NC4as_T4_v3"]
+    vm_price_set(user=admin_user, price=price, price_per_hour=None)
+    _moved_to(price.changes.latest("effective_from"), NOW - timedelta(hours=6))
+    vm_price_set(user=admin_user, price=price, price_per_hour=Decimal("0.5"))
+    _moved_to(price.changes.latest("effective_from"), NOW - timedelta(hours=2))
+    summary = selectors.costs_summary(now=NOW)
+    assert summary.by_cluster[cluster.pk].so_far is None and summary.total.unpriced == 1
+    assert summary.by_cluster[cluster.pk].per_hour_now == Decimal("0.5")
+    # The 30-day chart still shows the hours that had a price: 4 h at $0.526 and 2 h at $0.5.
+    assert dict(summary.per_day)[NOW.date()] == Decimal("3.104")
+
+
+def test_a_size_added_later_prices_the_hours_its_clusters_already_ran(deployer, admin_user, prices):
+    cluster = cluster_row(deployer, "new-size", hours_ago=3, vm_size="Standard_NC8ads_A10_v9")
+    assert selectors.costs_summary(now=NOW).by_cluster[cluster.pk].so_far is None
+    vm_price_create(user=admin_user, vm_size="Standard_NC8ads_A10_v9", price_per_hour=Decimal("2"))
+    assert selectors.costs_summary(now=NOW).by_cluster[cluster.pk].so_far == Decimal("6")
+
+
+def test_a_price_schedule_prices_each_stretch_of_time_at_its_own_price():
+    schedule = PriceSchedule(
+        ((PRICE_HISTORY_START, Decimal(1)), (NOW, Decimal(3)), (NOW + timedelta(hours=2), None))
+    )
+    assert schedule.at(NOW - timedelta(days=9000)) == 1 and schedule.at(NOW) == 3
+    assert schedule.at(NOW + timedelta(hours=5)) is None
+    assert schedule.cost(NOW - timedelta(hours=1), NOW + timedelta(hours=1)) == Decimal(4)
+    assert schedule.cost(NOW + timedelta(hours=1), NOW + timedelta(hours=3)) is None
+    assert schedule.cost(NOW, NOW) == 0
 
 
 def test_sizes_are_matched_case_insensitively_as_azure_does(deployer, prices):
