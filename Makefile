@@ -35,6 +35,7 @@ bench: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^lynx' > requirements.lock

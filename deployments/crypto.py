@@ -28,7 +28,9 @@ def decrypt(token: str) -> str:
     try:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:  # the key in the environment changed since this was written
-        raise ValueError("cannot decrypt a stored secret: LYNX_ENCRYPTION_KEY differs from the one it was written with") from exc
+        raise ValueError(
+            "cannot decrypt a stored secret: LYNX_ENCRYPTION_KEY differs from the one it was written with"
+        ) from exc
 
 
 def mask(secret: str) -> str:

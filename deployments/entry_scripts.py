@@ -141,7 +141,8 @@ def _check_run(node: ast.AST | None, check: ScriptCheck) -> None:
             check.errors.append(
                 Problem(
                     node.lineno,
-                    f"run() requires {', '.join(extra)} besides {params[0]}: the server passes only one input "
+                    f"run() requires {', '.join(extra)} besides {params[0]}: "
+                    "the server passes only one input "
                     "(give the others defaults, or use @input_schema).",
                 )
             )

@@ -206,8 +206,9 @@ def _warn(check: EnvironmentCheck) -> None:
             )
     if not names & set(INFERENCE_SERVER_PACKAGES):
         check.warnings.append(
-            "Neither azureml-defaults nor azureml-inference-server-http is listed: Azure ML's image needs the "
-            "inference server to run score.py, and the deployment will not start without it. Add azureml-defaults."
+            "Neither azureml-defaults nor azureml-inference-server-http is listed: "
+            "Azure ML's image needs the inference server to run score.py, "
+            "and the deployment will not start without it. Add azureml-defaults."
         )
     installed, lacking, other_versions = _installed(), [], []
     for package in check.packages:
@@ -228,13 +229,13 @@ def _warn(check: EnvironmentCheck) -> None:
     if lacking:
         check.warnings.append(
             f"The local runtime lacks {', '.join(lacking)}. The local target runs Lynx's own scoring runtime "
-            f"(TensorFlow {tf}), not this environment: a score.py that imports them fails there (Azure builds "
-            "this environment and is not affected)."
+            f"(TensorFlow {tf}), not this environment: a score.py that imports them fails there "
+            "(Azure builds this environment and is not affected)."
         )
     if other_versions:
         check.warnings.append(
-            f"The local runtime has other versions than asked for: {'; '.join(other_versions)}. Local replicas "
-            "run with the runtime's versions."
+            f"The local runtime has other versions than asked for: {'; '.join(other_versions)}. "
+            "Local replicas run with the runtime's versions."
         )
 
 

@@ -23,7 +23,8 @@ cluster_name_rule = RegexValidator(
 )
 service_name_rule = RegexValidator(
     r"^[a-z][a-z0-9-]{2,31}$",
-    "A deployment name is 3 to 32 lowercase letters, digits or dashes, starting with a letter (Azure's rule for services).",
+    "A deployment name is 3 to 32 lowercase letters, digits or dashes, starting with a letter "
+    "(Azure's rule for services).",
 )
 RESERVED_CLUSTER_NAMES = {"amlcompute", "local", "containerinstance"}
 # Azure ML's rule for model names (and what the local runtime lays out as a folder name).

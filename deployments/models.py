@@ -37,12 +37,15 @@ class Workspace(models.Model):
     client_id = models.CharField(max_length=64)
     client_secret_encrypted = models.TextField()
     location = models.CharField(max_length=32, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_check_result = models.TextField(blank=True)
     last_check_ok = models.BooleanField(null=True, blank=True)
-    # The periodic sync (deployments.services.azure_sync): when it last listed the workspace, and why it could not.
+    # The periodic sync (deployments.services.azure_sync): when it last listed the workspace,
+    # and why it could not.
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_sync_error = models.TextField(blank=True)
 
@@ -67,7 +70,9 @@ class Cluster(models.Model):
         max_length=16, choices=ProvisioningState.choices, default=ProvisioningState.CREATING
     )
     provisioning_errors = models.TextField(blank=True)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="clusters")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="clusters"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     state_changed_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -106,13 +111,17 @@ class RegisteredModel(models.Model):
 
     name = models.CharField(max_length=64)
     version = models.PositiveIntegerField()
-    path = models.CharField(max_length=400, help_text="directory under LYNX_MODELS_DIR holding the model files")
+    path = models.CharField(
+        max_length=400, help_text="directory under LYNX_MODELS_DIR holding the model files"
+    )
     framework = models.CharField(max_length=32, default="TensorFlow")
     description = models.TextField(blank=True)
     labels = models.TextField(blank=True, help_text="one class name per line")
     signature = models.JSONField(default=dict, blank=True)
     size_bytes = models.BigIntegerField(default=0)
-    registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -166,7 +175,9 @@ class Deployment(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["name"], condition=~Q(state=ServiceState.DELETED), name="deployment_name_unique_while_alive"
+                fields=["name"],
+                condition=~Q(state=ServiceState.DELETED),
+                name="deployment_name_unique_while_alive",
             ),
         ]
 
@@ -189,7 +200,9 @@ class Operation(models.Model):
     """Every long-running action: recorded when asked, advanced by workers in short steps."""
 
     kind = models.CharField(max_length=32, choices=OperationKind.choices)
-    cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="operations")
+    cluster = models.ForeignKey(
+        Cluster, null=True, blank=True, on_delete=models.PROTECT, related_name="operations"
+    )
     deployment = models.ForeignKey(
         Deployment, null=True, blank=True, on_delete=models.PROTECT, related_name="operations"
     )
@@ -199,7 +212,9 @@ class Operation(models.Model):
         Workspace, null=True, blank=True, on_delete=models.PROTECT, related_name="operations"
     )
     resource_name = models.CharField(max_length=64)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     requested_by_name = models.CharField(max_length=150)
     state = models.CharField(max_length=16, choices=OperationState.choices, default=OperationState.QUEUED)
     phase = models.CharField(max_length=32, default="submit")
@@ -226,7 +241,9 @@ class Operation(models.Model):
             ),
             models.UniqueConstraint(
                 fields=["cluster"],
-                condition=Q(state__in=ACTIVE_OPERATION_STATES, deployment__isnull=True, cluster__isnull=False),
+                condition=Q(
+                    state__in=ACTIVE_OPERATION_STATES, deployment__isnull=True, cluster__isnull=False
+                ),
                 name="one_active_operation_per_cluster",
             ),
         ]
@@ -267,13 +284,17 @@ class ExternalResource(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     name = models.CharField(max_length=64)
     compute_type = models.CharField(max_length=32, blank=True, help_text="Azure's type: AKS, AmlCompute, ...")
-    state = models.CharField(max_length=32, blank=True, help_text="provisioning_state or service state, as Azure says")
+    state = models.CharField(
+        max_length=32, blank=True, help_text="provisioning_state or service state, as Azure says"
+    )
     vm_size = models.CharField(max_length=64, blank=True)
     node_count = models.PositiveIntegerField(null=True, blank=True)
     location = models.CharField(max_length=32, blank=True)
     details = models.JSONField(default=dict, blank=True)
     cluster = models.ForeignKey(Cluster, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    deployment = models.ForeignKey(Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -306,9 +327,15 @@ class OperationLine(models.Model):
     class Meta:
         ordering = ["id"]
 
+    def __str__(self) -> str:
+        return f"operation #{self.operation_id}: {self.text[:60]}"
+
 
 class AuditEvent(models.Model):
-    """Append-only: who did what, when, before and after. Names are copied so the row outlives the resource."""
+    """Append-only: who did what, when, before and after.
+
+    Names are copied so the row outlives the resource.
+    """
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # No database FK: deleting a user must never touch the audit trail.
@@ -337,6 +364,9 @@ class AuditEvent(models.Model):
             models.Index(fields=["resource_type", "resource_name"]),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.actor_name} {self.action} {self.resource_type} {self.resource_name}"
+
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None:
             raise PermissionError("audit events are append-only")
@@ -361,7 +391,9 @@ class VmPrice(models.Model):
     price_per_hour = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     currency = models.CharField(max_length=3, default="USD")
     retired_on = models.DateField(null=True, blank=True)
-    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -386,7 +418,9 @@ class VmPriceChange(models.Model):
     price = models.ForeignKey(VmPrice, on_delete=models.CASCADE, related_name="changes")
     price_per_hour = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
     effective_from = models.DateTimeField()
-    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["price", "effective_from", "id"]
@@ -405,13 +439,20 @@ class DeploymentRevision(models.Model):
     entry_script = models.TextField()
     environment_yaml = models.TextField()
     config = models.JSONField(default=dict)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_by_name = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["deployment", "-number"]
-        constraints = [models.UniqueConstraint(fields=["deployment", "number"], name="revision_number_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "number"], name="revision_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"deployment #{self.deployment_id} revision {self.number}"
 
 
 class ScoringRun(models.Model):
@@ -432,3 +473,6 @@ class ScoringRun(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"scoring run #{self.pk} of deployment #{self.deployment_id}"

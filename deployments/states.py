@@ -44,8 +44,12 @@ SERVICE_TRANSITIONS: dict[str, frozenset[str]] = {
     ServiceState.TRANSITIONING: frozenset(
         {ServiceState.HEALTHY, ServiceState.UNHEALTHY, ServiceState.FAILED, ServiceState.DELETING}
     ),
-    ServiceState.HEALTHY: frozenset({ServiceState.UNHEALTHY, ServiceState.TRANSITIONING, ServiceState.DELETING}),
-    ServiceState.UNHEALTHY: frozenset({ServiceState.HEALTHY, ServiceState.TRANSITIONING, ServiceState.DELETING}),
+    ServiceState.HEALTHY: frozenset(
+        {ServiceState.UNHEALTHY, ServiceState.TRANSITIONING, ServiceState.DELETING}
+    ),
+    ServiceState.UNHEALTHY: frozenset(
+        {ServiceState.HEALTHY, ServiceState.TRANSITIONING, ServiceState.DELETING}
+    ),
     ServiceState.FAILED: frozenset({ServiceState.TRANSITIONING, ServiceState.DELETING}),
     ServiceState.DELETING: frozenset({ServiceState.DELETED, ServiceState.FAILED}),
     ServiceState.DELETED: frozenset(),

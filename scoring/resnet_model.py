@@ -50,7 +50,10 @@ def _serving_module(model, label_names: list[str]):
     from scoring.serving_signature import image_bytes_module
 
     return image_bytes_module(
-        model, label_names=label_names, preprocess_one=_preprocess_one, image_shape=[IMAGE_SIZE, IMAGE_SIZE, 3]
+        model,
+        label_names=label_names,
+        preprocess_one=_preprocess_one,
+        image_shape=[IMAGE_SIZE, IMAGE_SIZE, 3],
     )
 
 

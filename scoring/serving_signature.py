@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 
-def image_bytes_module(model, *, label_names: Sequence[str], preprocess_one: Callable, image_shape: list[int]):
+def image_bytes_module(
+    model, *, label_names: Sequence[str], preprocess_one: Callable, image_shape: list[int]
+):
     """Wrap a Keras model in a tf.Module whose `serve` decodes and preprocesses the images in the graph."""
     import tensorflow as tf
 

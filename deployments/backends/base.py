@@ -101,7 +101,9 @@ class ServiceObservation:
     swagger_uri: str = ""
     replicas: tuple[ReplicaObservation, ...] = ()
     error: str = ""
-    progress: tuple[str, ...] = field(default_factory=tuple)  # lines like wait_for_deployment(show_output=True)
+    progress: tuple[str, ...] = field(
+        default_factory=tuple
+    )  # lines like wait_for_deployment(show_output=True)
     stats: dict[str, float] = field(default_factory=dict)  # e.g. {"avg_batch_size": 3.2, "requests": 120}
 
 

@@ -131,7 +131,9 @@ class LocalBackend:
         status = control.read_status(state_dir)
         if status is None:
             if self._recently_spawned(state_dir) and not self._supervisor_exited(state_dir):
-                return ServiceObservation(state="Transitioning", progress=("waiting for the replica supervisor",))
+                return ServiceObservation(
+                    state="Transitioning", progress=("waiting for the replica supervisor",)
+                )
             return ServiceObservation(
                 state="Missing",
                 error="No replica supervisor is running for this service. Its last log lines:\n"

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,197 +15,419 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Cluster',
+            name="Cluster",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=16)),
-                ('backend', models.CharField(choices=[('local', 'Local (this machine)'), ('azureml', 'Azure ML (AKS)')], default='local', max_length=16)),
-                ('vm_size', models.CharField(blank=True, max_length=64)),
-                ('node_count', models.PositiveIntegerField(default=1)),
-                ('cluster_purpose', models.CharField(default='DevTest', max_length=16)),
-                ('location', models.CharField(blank=True, max_length=32)),
-                ('attach_resource_id', models.CharField(blank=True, max_length=400)),
-                ('gpu_count', models.FloatField(default=0, help_text='GPUs per node, as the target reports them')),
-                ('gpu_kind', models.CharField(blank=True, max_length=64)),
-                ('provisioning_state', models.CharField(choices=[('Creating', 'Creating'), ('Succeeded', 'Succeeded'), ('Failed', 'Failed'), ('Deleting', 'Deleting'), ('Deleted', 'Deleted')], default='Creating', max_length=16)),
-                ('provisioning_errors', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('state_changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('deleted_at', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('idle_teardown_hours', models.PositiveIntegerField(blank=True, null=True)),
-                ('auto_teardown', models.BooleanField(default=False)),
-                ('expiry_warned_at', models.DateTimeField(blank=True, null=True)),
-                ('owner', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='clusters', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=16)),
+                (
+                    "backend",
+                    models.CharField(
+                        choices=[("local", "Local (this machine)"), ("azureml", "Azure ML (AKS)")],
+                        default="local",
+                        max_length=16,
+                    ),
+                ),
+                ("vm_size", models.CharField(blank=True, max_length=64)),
+                ("node_count", models.PositiveIntegerField(default=1)),
+                ("cluster_purpose", models.CharField(default="DevTest", max_length=16)),
+                ("location", models.CharField(blank=True, max_length=32)),
+                ("attach_resource_id", models.CharField(blank=True, max_length=400)),
+                (
+                    "gpu_count",
+                    models.FloatField(default=0, help_text="GPUs per node, as the target reports them"),
+                ),
+                ("gpu_kind", models.CharField(blank=True, max_length=64)),
+                (
+                    "provisioning_state",
+                    models.CharField(
+                        choices=[
+                            ("Creating", "Creating"),
+                            ("Succeeded", "Succeeded"),
+                            ("Failed", "Failed"),
+                            ("Deleting", "Deleting"),
+                            ("Deleted", "Deleted"),
+                        ],
+                        default="Creating",
+                        max_length=16,
+                    ),
+                ),
+                ("provisioning_errors", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("state_changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("deleted_at", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("idle_teardown_hours", models.PositiveIntegerField(blank=True, null=True)),
+                ("auto_teardown", models.BooleanField(default=False)),
+                ("expiry_warned_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="clusters",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Deployment',
+            name="Deployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=32)),
-                ('entry_script', models.TextField()),
-                ('environment_yaml', models.TextField()),
-                ('gpu_enabled', models.BooleanField(default=False)),
-                ('gpu_cores', models.PositiveIntegerField(default=0)),
-                ('replicas', models.PositiveIntegerField(default=1)),
-                ('cpu_cores', models.FloatField(default=1.0)),
-                ('memory_gb', models.FloatField(default=1.0)),
-                ('autoscale_enabled', models.BooleanField(default=False)),
-                ('autoscale_min_replicas', models.PositiveIntegerField(default=1)),
-                ('autoscale_max_replicas', models.PositiveIntegerField(default=1)),
-                ('autoscale_target_utilization', models.PositiveIntegerField(default=70)),
-                ('max_batch_size', models.PositiveIntegerField(default=32)),
-                ('max_batch_wait_ms', models.PositiveIntegerField(default=5)),
-                ('state', models.CharField(choices=[('Transitioning', 'Transitioning'), ('Healthy', 'Healthy'), ('Unhealthy', 'Unhealthy'), ('Failed', 'Failed'), ('Deleting', 'Deleting'), ('Deleted', 'Deleted')], default='Transitioning', max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('scoring_uri', models.CharField(blank=True, max_length=400)),
-                ('swagger_uri', models.CharField(blank=True, max_length=400)),
-                ('primary_key_encrypted', models.TextField(blank=True)),
-                ('secondary_key_encrypted', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('state_changed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('deleted_at', models.DateTimeField(blank=True, null=True)),
-                ('last_scored_at', models.DateTimeField(blank=True, null=True)),
-                ('stats', models.JSONField(blank=True, default=dict)),
-                ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='deployments.cluster')),
-                ('owner', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deployments', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=32)),
+                ("entry_script", models.TextField()),
+                ("environment_yaml", models.TextField()),
+                ("gpu_enabled", models.BooleanField(default=False)),
+                ("gpu_cores", models.PositiveIntegerField(default=0)),
+                ("replicas", models.PositiveIntegerField(default=1)),
+                ("cpu_cores", models.FloatField(default=1.0)),
+                ("memory_gb", models.FloatField(default=1.0)),
+                ("autoscale_enabled", models.BooleanField(default=False)),
+                ("autoscale_min_replicas", models.PositiveIntegerField(default=1)),
+                ("autoscale_max_replicas", models.PositiveIntegerField(default=1)),
+                ("autoscale_target_utilization", models.PositiveIntegerField(default=70)),
+                ("max_batch_size", models.PositiveIntegerField(default=32)),
+                ("max_batch_wait_ms", models.PositiveIntegerField(default=5)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("Transitioning", "Transitioning"),
+                            ("Healthy", "Healthy"),
+                            ("Unhealthy", "Unhealthy"),
+                            ("Failed", "Failed"),
+                            ("Deleting", "Deleting"),
+                            ("Deleted", "Deleted"),
+                        ],
+                        default="Transitioning",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("scoring_uri", models.CharField(blank=True, max_length=400)),
+                ("swagger_uri", models.CharField(blank=True, max_length=400)),
+                ("primary_key_encrypted", models.TextField(blank=True)),
+                ("secondary_key_encrypted", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("state_changed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("deleted_at", models.DateTimeField(blank=True, null=True)),
+                ("last_scored_at", models.DateTimeField(blank=True, null=True)),
+                ("stats", models.JSONField(blank=True, default=dict)),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deployments",
+                        to="deployments.cluster",
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deployments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Operation',
+            name="Operation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('cluster_provision', 'Provision cluster'), ('cluster_delete', 'Delete cluster'), ('service_deploy', 'Deploy service'), ('service_update', 'Update service'), ('service_delete', 'Delete service')], max_length=32)),
-                ('resource_name', models.CharField(max_length=64)),
-                ('requested_by_name', models.CharField(max_length=150)),
-                ('state', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('phase', models.CharField(default='submit', max_length=32)),
-                ('progress', models.PositiveSmallIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('params', models.JSONField(blank=True, default=dict)),
-                ('idempotency_key', models.CharField(blank=True, max_length=64, null=True, unique=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('steps', models.PositiveIntegerField(default=0)),
-                ('attempts', models.PositiveIntegerField(default=0, help_text='times a worker was handed this operation')),
-                ('cluster', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='operations', to='deployments.cluster')),
-                ('deployment', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='operations', to='deployments.deployment')),
-                ('requested_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("cluster_provision", "Provision cluster"),
+                            ("cluster_delete", "Delete cluster"),
+                            ("service_deploy", "Deploy service"),
+                            ("service_update", "Update service"),
+                            ("service_delete", "Delete service"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("resource_name", models.CharField(max_length=64)),
+                ("requested_by_name", models.CharField(max_length=150)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("phase", models.CharField(default="submit", max_length=32)),
+                ("progress", models.PositiveSmallIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("params", models.JSONField(blank=True, default=dict)),
+                ("idempotency_key", models.CharField(blank=True, max_length=64, null=True, unique=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("steps", models.PositiveIntegerField(default=0)),
+                (
+                    "attempts",
+                    models.PositiveIntegerField(
+                        default=0, help_text="times a worker was handed this operation"
+                    ),
+                ),
+                (
+                    "cluster",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="operations",
+                        to="deployments.cluster",
+                    ),
+                ),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="operations",
+                        to="deployments.deployment",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='OperationLine',
+            name="OperationLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('text', models.TextField()),
-                ('operation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='deployments.operation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("text", models.TextField()),
+                (
+                    "operation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="lines",
+                        to="deployments.operation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='RegisteredModel',
+            name="RegisteredModel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64)),
-                ('version', models.PositiveIntegerField()),
-                ('path', models.CharField(help_text='directory under LYNX_MODELS_DIR holding the model files', max_length=400)),
-                ('framework', models.CharField(default='TensorFlow', max_length=32)),
-                ('description', models.TextField(blank=True)),
-                ('labels', models.TextField(blank=True, help_text='one class name per line')),
-                ('signature', models.JSONField(blank=True, default=dict)),
-                ('size_bytes', models.BigIntegerField(default=0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('registered_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=64)),
+                ("version", models.PositiveIntegerField()),
+                (
+                    "path",
+                    models.CharField(
+                        help_text="directory under LYNX_MODELS_DIR holding the model files", max_length=400
+                    ),
+                ),
+                ("framework", models.CharField(default="TensorFlow", max_length=32)),
+                ("description", models.TextField(blank=True)),
+                ("labels", models.TextField(blank=True, help_text="one class name per line")),
+                ("signature", models.JSONField(blank=True, default=dict)),
+                ("size_bytes", models.BigIntegerField(default=0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "registered_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', '-version'],
+                "ordering": ["name", "-version"],
             },
         ),
         migrations.AddField(
-            model_name='deployment',
-            name='model',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='deployments.registeredmodel'),
+            model_name="deployment",
+            name="model",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="deployments",
+                to="deployments.registeredmodel",
+            ),
         ),
         migrations.CreateModel(
-            name='Workspace',
+            name="Workspace",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True)),
-                ('subscription_id', models.CharField(max_length=64)),
-                ('resource_group', models.CharField(max_length=90)),
-                ('workspace_name', models.CharField(max_length=64)),
-                ('tenant_id', models.CharField(max_length=64)),
-                ('client_id', models.CharField(max_length=64)),
-                ('client_secret_encrypted', models.TextField()),
-                ('location', models.CharField(blank=True, max_length=32)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_checked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_check_result', models.TextField(blank=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=64, unique=True)),
+                ("subscription_id", models.CharField(max_length=64)),
+                ("resource_group", models.CharField(max_length=90)),
+                ("workspace_name", models.CharField(max_length=64)),
+                ("tenant_id", models.CharField(max_length=64)),
+                ("client_id", models.CharField(max_length=64)),
+                ("client_secret_encrypted", models.TextField()),
+                ("location", models.CharField(blank=True, max_length=32)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_checked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_check_result", models.TextField(blank=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='cluster',
-            name='workspace',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='deployments.workspace'),
+            model_name="cluster",
+            name="workspace",
+            field=models.ForeignKey(
+                blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to="deployments.workspace"
+            ),
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('actor_name', models.CharField(help_text="'system' for the reconciler and schedules", max_length=150)),
-                ('action', models.CharField(db_index=True, max_length=64)),
-                ('resource_type', models.CharField(max_length=32)),
-                ('resource_id', models.BigIntegerField(blank=True, null=True)),
-                ('resource_name', models.CharField(max_length=64)),
-                ('before', models.JSONField(blank=True, default=dict)),
-                ('after', models.JSONField(blank=True, default=dict)),
-                ('message', models.TextField(blank=True)),
-                ('actor', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                (
+                    "actor_name",
+                    models.CharField(help_text="'system' for the reconciler and schedules", max_length=150),
+                ),
+                ("action", models.CharField(db_index=True, max_length=64)),
+                ("resource_type", models.CharField(max_length=32)),
+                ("resource_id", models.BigIntegerField(blank=True, null=True)),
+                ("resource_name", models.CharField(max_length=64)),
+                ("before", models.JSONField(blank=True, default=dict)),
+                ("after", models.JSONField(blank=True, default=dict)),
+                ("message", models.TextField(blank=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['resource_type', 'resource_id'], name='deployments_resourc_51fd4f_idx'), models.Index(fields=['actor_name', 'created_at'], name='deployments_actor_n_369182_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["resource_type", "resource_id"], name="deployments_resourc_51fd4f_idx"
+                    ),
+                    models.Index(fields=["actor_name", "created_at"], name="deployments_actor_n_369182_idx"),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='operation',
-            index=models.Index(fields=['state', 'lease_until'], name='deployments_state_f5d752_idx'),
+            model_name="operation",
+            index=models.Index(fields=["state", "lease_until"], name="deployments_state_f5d752_idx"),
         ),
         migrations.AddConstraint(
-            model_name='operation',
-            constraint=models.UniqueConstraint(condition=models.Q(('deployment__isnull', False), ('state__in', ('queued', 'running'))), fields=('deployment',), name='one_active_operation_per_deployment'),
+            model_name="operation",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("deployment__isnull", False), ("state__in", ("queued", "running"))),
+                fields=("deployment",),
+                name="one_active_operation_per_deployment",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='operation',
-            constraint=models.UniqueConstraint(condition=models.Q(('cluster__isnull', False), ('deployment__isnull', True), ('state__in', ('queued', 'running'))), fields=('cluster',), name='one_active_operation_per_cluster'),
+            model_name="operation",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(
+                    ("cluster__isnull", False),
+                    ("deployment__isnull", True),
+                    ("state__in", ("queued", "running")),
+                ),
+                fields=("cluster",),
+                name="one_active_operation_per_cluster",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='registeredmodel',
-            constraint=models.UniqueConstraint(fields=('name', 'version'), name='model_name_version_unique'),
+            model_name="registeredmodel",
+            constraint=models.UniqueConstraint(fields=("name", "version"), name="model_name_version_unique"),
         ),
         migrations.AddConstraint(
-            model_name='deployment',
-            constraint=models.UniqueConstraint(condition=models.Q(('state', 'Deleted'), _negated=True), fields=('name',), name='deployment_name_unique_while_alive'),
+            model_name="deployment",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("state", "Deleted"), _negated=True),
+                fields=("name",),
+                name="deployment_name_unique_while_alive",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='cluster',
-            constraint=models.UniqueConstraint(condition=models.Q(('provisioning_state', 'Deleted'), _negated=True), fields=('name',), name='cluster_name_unique_while_alive'),
+            model_name="cluster",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("provisioning_state", "Deleted"), _negated=True),
+                fields=("name",),
+                name="cluster_name_unique_while_alive",
+            ),
         ),
     ]

@@ -7,75 +7,143 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deployments', '0002_roles_and_append_only_audit'),
+        ("deployments", "0002_roles_and_append_only_audit"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='deployment',
-            name='revision',
+            model_name="deployment",
+            name="revision",
             field=models.PositiveIntegerField(default=1),
         ),
         migrations.CreateModel(
-            name='ScoringRun',
+            name="ScoringRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user_name', models.CharField(max_length=150)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('image_name', models.CharField(blank=True, max_length=255)),
-                ('image_format', models.CharField(blank=True, max_length=16)),
-                ('thumbnail', models.BinaryField(blank=True, default=b'', help_text='a small PNG of what was sent')),
-                ('status_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('latency_ms', models.FloatField(blank=True, null=True)),
-                ('top_classes', models.JSONField(blank=True, default=list)),
-                ('response_excerpt', models.TextField(blank=True)),
-                ('error', models.TextField(blank=True)),
-                ('deployment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scoring_runs', to='deployments.deployment')),
-                ('user', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("user_name", models.CharField(max_length=150)),
+                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ("image_name", models.CharField(blank=True, max_length=255)),
+                ("image_format", models.CharField(blank=True, max_length=16)),
+                (
+                    "thumbnail",
+                    models.BinaryField(blank=True, default=b"", help_text="a small PNG of what was sent"),
+                ),
+                ("status_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("latency_ms", models.FloatField(blank=True, null=True)),
+                ("top_classes", models.JSONField(blank=True, default=list)),
+                ("response_excerpt", models.TextField(blank=True)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scoring_runs",
+                        to="deployments.deployment",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='VmPrice',
+            name="VmPrice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('vm_size', models.CharField(max_length=64, unique=True)),
-                ('vcpus', models.PositiveIntegerField(default=0)),
-                ('memory_gb', models.FloatField(default=0)),
-                ('gpu_count', models.FloatField(default=0)),
-                ('gpu_kind', models.CharField(blank=True, max_length=64)),
-                ('price_per_hour', models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True)),
-                ('currency', models.CharField(default='USD', max_length=3)),
-                ('retired_on', models.DateField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("vm_size", models.CharField(max_length=64, unique=True)),
+                ("vcpus", models.PositiveIntegerField(default=0)),
+                ("memory_gb", models.FloatField(default=0)),
+                ("gpu_count", models.FloatField(default=0)),
+                ("gpu_kind", models.CharField(blank=True, max_length=64)),
+                (
+                    "price_per_hour",
+                    models.DecimalField(blank=True, decimal_places=4, max_digits=10, null=True),
+                ),
+                ("currency", models.CharField(default="USD", max_length=3)),
+                ("retired_on", models.DateField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['vm_size'],
+                "ordering": ["vm_size"],
             },
         ),
         migrations.CreateModel(
-            name='DeploymentRevision',
+            name="DeploymentRevision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('entry_script', models.TextField()),
-                ('environment_yaml', models.TextField()),
-                ('config', models.JSONField(default=dict)),
-                ('created_by_name', models.CharField(blank=True, max_length=150)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('deployment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='revisions', to='deployments.deployment')),
-                ('model', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='deployments.registeredmodel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                ("entry_script", models.TextField()),
+                ("environment_yaml", models.TextField()),
+                ("config", models.JSONField(default=dict)),
+                ("created_by_name", models.CharField(blank=True, max_length=150)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="revisions",
+                        to="deployments.deployment",
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="deployments.registeredmodel",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['deployment', '-number'],
-                'constraints': [models.UniqueConstraint(fields=('deployment', 'number'), name='revision_number_unique')],
+                "ordering": ["deployment", "-number"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("deployment", "number"), name="revision_number_unique")
+                ],
             },
         ),
     ]

@@ -4,15 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deployments', '0005_azure_workspaces_and_sync'),
+        ("deployments", "0005_azure_workspaces_and_sync"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='operation',
-            name='kind',
-            field=models.CharField(choices=[('cluster_provision', 'Provision cluster'), ('cluster_delete', 'Delete cluster'), ('service_deploy', 'Deploy service'), ('service_update', 'Update service'), ('service_delete', 'Delete service'), ('service_key_regenerate', 'Regenerate key'), ('service_logs', 'Fetch logs'), ('workspace_test', 'Test workspace connection')], max_length=32),
+            model_name="operation",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("cluster_provision", "Provision cluster"),
+                    ("cluster_delete", "Delete cluster"),
+                    ("service_deploy", "Deploy service"),
+                    ("service_update", "Update service"),
+                    ("service_delete", "Delete service"),
+                    ("service_key_regenerate", "Regenerate key"),
+                    ("service_logs", "Fetch logs"),
+                    ("workspace_test", "Test workspace connection"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deployments', '0006_operation_kinds'),
+        ("deployments", "0006_operation_kinds"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='deployment',
-            name='max_batch_wait_ms',
+            model_name="deployment",
+            name="max_batch_wait_ms",
             field=models.PositiveIntegerField(default=50),
         ),
     ]

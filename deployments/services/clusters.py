@@ -57,7 +57,10 @@ def cluster_create(
                 after=cluster_config(cluster),
             )
             return operation_start(
-                kind=OperationKind.CLUSTER_PROVISION, user=user, cluster=cluster, idempotency_key=idempotency_key
+                kind=OperationKind.CLUSTER_PROVISION,
+                user=user,
+                cluster=cluster,
+                idempotency_key=idempotency_key,
             )
     except IntegrityError as exc:
         if existing := operation_by_idempotency_key(idempotency_key):
@@ -77,13 +80,20 @@ def cluster_delete(
     if cluster.provisioning_state == ProvisioningState.CREATING:
         raise Refused(f"{cluster.name} is still being provisioned; delete it once provisioning has finished.")
     live = list(
-        cluster.deployments.filter(state__in=(*LIVE_SERVICE_STATES, ServiceState.FAILED, ServiceState.DELETING))
-        .values_list("name", flat=True)
+        cluster.deployments.filter(
+            state__in=(*LIVE_SERVICE_STATES, ServiceState.FAILED, ServiceState.DELETING)
+        ).values_list("name", flat=True)
     )
     if live:
         raise Refused(f"Delete the deployments on {cluster.name} first: {', '.join(live)}.")
     with transaction.atomic():
-        audit_record(actor=user, action="cluster.delete", resource=cluster, before=cluster_config(cluster), message=reason)
+        audit_record(
+            actor=user,
+            action="cluster.delete",
+            resource=cluster,
+            before=cluster_config(cluster),
+            message=reason,
+        )
         operation = operation_start(
             kind=OperationKind.CLUSTER_DELETE, user=user, cluster=cluster, idempotency_key=idempotency_key
         )

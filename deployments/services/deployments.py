@@ -196,7 +196,8 @@ def deployment_update(
     deployment.refresh_from_db()
     if deployment.state not in UPDATABLE_STATES:
         raise Refused(
-            f"{deployment.name} is {deployment.state}: only a Healthy, Unhealthy or Failed deployment can be updated."
+            f"{deployment.name} is {deployment.state}: "
+            "only a Healthy, Unhealthy or Failed deployment can be updated."
         )
     model = model or deployment.model
     entry_script = deployment.entry_script if entry_script is None else entry_script
@@ -207,7 +208,8 @@ def deployment_update(
     changed = _changes(deployment, model, entry_script, environment_yaml, wanted)
     if not changed:
         raise Refused(
-            f"Nothing to change: that is {deployment.name}'s current configuration (revision {deployment.revision})."
+            f"Nothing to change: that is {deployment.name}'s current configuration "
+            f"(revision {deployment.revision})."
         )
     before = {**deployment_config(deployment), "revision": deployment.revision}
     try:
@@ -255,7 +257,9 @@ def deployment_update(
 def deployment_rollback(
     *, user: AbstractBaseUser, deployment: Deployment, number: int, idempotency_key: str | None = None
 ) -> Operation:
-    """Update a deployment to an earlier revision's configuration (model, entry script, environment, settings).
+    """Update a deployment to an earlier revision's configuration.
+
+    The configuration is the model, entry script, environment and settings.
 
     A rollback is an update like any other: it becomes a new revision, and the one rolled away from stays.
     """

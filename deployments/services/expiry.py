@@ -145,8 +145,7 @@ def _warn(cluster: Cluster, status: ExpiryStatus, now: datetime) -> bool:
             send_mail(
                 subject=f"[Lynx] {text.split(':')[0]}",
                 message=(
-                    f"{text}\n\nReason: {status.reason}.\n"
-                    "Extend or cancel the expiry on the Lynx overview.\n"
+                    f"{text}\n\nReason: {status.reason}.\nExtend or cancel the expiry on the Lynx overview.\n"
                 ),
                 from_email=None,
                 recipient_list=[owner.email],

@@ -53,7 +53,9 @@ def _reconcile_one(deployment: Deployment) -> str | None:
     if observed.stats and observed.stats != deployment.stats:
         updates["stats"] = observed.stats
     last_request = observed.stats.get("last_request_at")  # epoch seconds, from the target's front end
-    if last_request and (not deployment.last_scored_at or last_request > deployment.last_scored_at.timestamp()):
+    if last_request and (
+        not deployment.last_scored_at or last_request > deployment.last_scored_at.timestamp()
+    ):
         updates["last_scored_at"] = datetime.fromtimestamp(last_request, UTC)  # feeds the idle-teardown rule
     if observed.scoring_uri and observed.scoring_uri != deployment.scoring_uri:
         updates["scoring_uri"], updates["swagger_uri"] = observed.scoring_uri, observed.swagger_uri
@@ -62,7 +64,9 @@ def _reconcile_one(deployment: Deployment) -> str | None:
 
     if observed.state == ServiceState.HEALTHY:
         if deployment.state == ServiceState.UNHEALTHY:
-            deployment_transition(deployment=deployment, to=ServiceState.HEALTHY, message="every replica is ready again")
+            deployment_transition(
+                deployment=deployment, to=ServiceState.HEALTHY, message="every replica is ready again"
+            )
             return "recovered"
         return None
 
@@ -72,7 +76,9 @@ def _reconcile_one(deployment: Deployment) -> str | None:
     if observed.state == ServiceState.TRANSITIONING:
         return None  # replicas are starting: give them time before restarting anything
     if observed.state == "Missing" and not deployment.cluster.is_local:
-        return None  # deleted behind Lynx's back in Azure: the sync records it; restarting cannot bring it back
+        return (
+            None  # deleted behind Lynx's back in Azure: the sync records it; restarting cannot bring it back
+        )
     with transaction.atomic():
         audit_record(actor=None, action="deployment.restart", resource=deployment, message=reason[:2000])
     backend.restart_service(spec)

@@ -71,7 +71,8 @@ def _open(data: bytes) -> Image.Image:
             return Image.open(io.BytesIO(data))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageRefused(
-                "The image declares more pixels than Lynx will decode (a decompression bomb?); nothing was sent."
+                "The image declares more pixels than Lynx will decode "
+                "(a decompression bomb?); nothing was sent."
             ) from None
         except UnidentifiedImageError:
             raise ImageRefused("The file is not an image Pillow can read: choose a JPEG or PNG.") from None
@@ -91,12 +92,16 @@ def _thumbnail(data: bytes) -> bytes:
 
 
 def image_check(data: bytes) -> CheckedImage:
-    """Identify, verify and thumbnail an image; raise ImageRefused with the reason when it must not be sent."""
+    """Identify, verify and thumbnail an image.
+
+    Raise ImageRefused with the reason when it must not be sent.
+    """
     if not data:
         raise ImageRefused("The file is empty: choose a JPEG or PNG.")
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageRefused(
-            f"The image is {len(data) / 2**20:.1f} MB; the limit is {MAX_IMAGE_BYTES // 2**20} MB. Nothing was sent."
+            f"The image is {len(data) / 2**20:.1f} MB; "
+            f"the limit is {MAX_IMAGE_BYTES // 2**20} MB. Nothing was sent."
         )
     image = _open(data)
     if image.format not in ACCEPTED_FORMATS:
@@ -104,7 +109,8 @@ def image_check(data: bytes) -> CheckedImage:
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageRefused(
-            f"The image is {width} x {height} pixels, over the {MAX_IMAGE_PIXELS // 1_000_000} megapixel limit "
+            f"The image is {width} x {height} pixels, "
+            f"over the {MAX_IMAGE_PIXELS // 1_000_000} megapixel limit "
             "(a decompression bomb?); nothing was sent."
         )
     try:
@@ -197,8 +203,9 @@ def _explain_status(response: requests.Response) -> str:
     quoted = f' It said: "{said}"' if said else ""
     if code == 401:
         return (
-            "401 Unauthorized: the scoring endpoint refused the key Lynx sent. The key may have been regenerated "
-            "outside Lynx; regenerate it here so Lynx and the service agree."
+            "401 Unauthorized: the scoring endpoint refused the key Lynx sent. "
+            "The key may have been regenerated outside Lynx; "
+            "regenerate it here so Lynx and the service agree."
         )
     if code == 403:
         return f"403 Forbidden: the endpoint does not let this key score.{quoted}"

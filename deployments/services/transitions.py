@@ -49,7 +49,10 @@ def cluster_transition(
             action="cluster.state",
             resource=cluster,
             before={"provisioning_state": old},
-            after={"provisioning_state": to, **{k: v for k, v in fields.items() if k != "provisioning_errors"}},
+            after={
+                "provisioning_state": to,
+                **{k: v for k, v in fields.items() if k != "provisioning_errors"},
+            },
             message=message,
         )
     cluster.refresh_from_db()

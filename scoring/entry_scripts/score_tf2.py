@@ -136,7 +136,9 @@ def run(request):
         for i in best_first
     ]
     return AMLResponse(
-        {"predictions": predictions, "model": model_info}, 200, {"X-Lynx-Batch-Size": str(batch_size)},
+        {"predictions": predictions, "model": model_info},
+        200,
+        {"X-Lynx-Batch-Size": str(batch_size)},
         json_str=True,
     )
 

@@ -164,15 +164,30 @@ def objects(deployer, viewer):
         deployment=deployment, user=deployer, user_name="dana", thumbnail=b"\x89PNG"
     )
     workspace = Workspace.objects.create(
-        name="prod-ws", subscription_id="sub", resource_group="rg", workspace_name="ws", tenant_id="t",
-        client_id="c", client_secret_encrypted=encrypt("s3cret"),
+        name="prod-ws",
+        subscription_id="sub",
+        resource_group="rg",
+        workspace_name="ws",
+        tenant_id="t",
+        client_id="c",
+        client_secret_encrypted=encrypt("s3cret"),
     )
     aks = Cluster.objects.create(
-        name="aks-gpu", backend="azureml", workspace=workspace, vm_size="Standard_NC4as_T4_v3",
-        provisioning_state="Succeeded", gpu_count=1, owner=deployer,
+        name="aks-gpu",
+        backend="azureml",
+        workspace=workspace,
+        vm_size="Standard_NC4as_T4_v3",
+        provisioning_state="Succeeded",
+        gpu_count=1,
+        owner=deployer,
     )
     on_azure = Deployment.objects.create(
-        name="azure-demo", cluster=aks, model=model, entry_script="", environment_yaml="", owner=deployer,
+        name="azure-demo",
+        cluster=aks,
+        model=model,
+        entry_script="",
+        environment_yaml="",
+        owner=deployer,
         state="Healthy",
     )
     return {

@@ -32,7 +32,10 @@ def test_an_admin_changes_a_price_and_the_change_is_audited(client, admin_user, 
     client.force_login(admin_user)
     local = prices.get(vm_size="local")
     response = client.post(reverse("price_update", args=[local.pk]), {"price_per_hour": "0.75"}, follow=True)
-    assert "local costs $0.7500/h per node from now on; hours already run keep their price." in response.content.decode()
+    assert (
+        "local costs $0.7500/h per node from now on; hours already run keep their price."
+        in response.content.decode()
+    )
     assert prices.get(vm_size="local").price_per_hour == Decimal("0.75")
     event = AuditEvent.objects.get(action="price.update")
     assert (event.actor_name, event.before["price_per_hour"], event.after["price_per_hour"]) == (

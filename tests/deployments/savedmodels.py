@@ -1,5 +1,5 @@
-"""Tiny SavedModels exported the TF1 way (tf.compat.v1 graph + SavedModelBuilder), built in a subprocess so the
-test process does not load TensorFlow, and cached under var/ by the hash of the recipe below.
+"""Tiny SavedModels exported the TF1 way (tf.compat.v1 graph + SavedModelBuilder), built in a subprocess so
+the test process does not load TensorFlow, and cached under var/ by the hash of the recipe below.
 
 - "digits-tf1": a nearest-centroid classifier of scikit-learn's 8x8 digits; input `images` float32
   [None, 8, 8] (values 0..16, as load_digits), output `probabilities` float32 [None, 10]. ~2 KB.
@@ -47,7 +47,9 @@ def signature(inputs, outputs):
 
 
 x_train, y_train, _, _ = load_split()
-centroids = np.stack([x_train[y_train == k].reshape(-1, 64).mean(axis=0) for k in range(10)]).astype(np.float32)
+centroids = np.stack(
+    [x_train[y_train == k].reshape(-1, 64).mean(axis=0) for k in range(10)]
+).astype(np.float32)
 
 
 def digits():
@@ -77,7 +79,9 @@ export(os.path.join(out, "digits-tf1"), digits)
 export(os.path.join(out, "two-inputs"), two_inputs)
 export(os.path.join(out, "no-serving-default"), predict_only)
 with open(os.path.join(out, "digits-tf1", "labels.txt"), "w") as f:
-    f.write("\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]) + "\n")
+    f.write(
+        "\n".join(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]) + "\n"
+    )
 """
 
 REPO = Path(__file__).resolve().parents[2]

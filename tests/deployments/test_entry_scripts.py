@@ -65,8 +65,10 @@ def test_the_how_to_style_script_passes():
             "line 5: @rawhttp is used but never imported",
         ),
         (
-            "from azureml.contrib.services.aml_request import rawhttp\nfrom inference_schema.schema_decorators "
-            "import input_schema\ndef init():\n    pass\n\n@rawhttp\n@input_schema('data', None)\ndef run(data):\n    pass\n",
+            "from azureml.contrib.services.aml_request import rawhttp\n"
+            "from inference_schema.schema_decorators import input_schema\n"
+            "def init():\n    pass\n\n"
+            "@rawhttp\n@input_schema('data', None)\ndef run(data):\n    pass\n",
             "line 8: run() cannot be decorated with both @rawhttp and @input_schema",
         ),
         ("init = 3\n\ndef run(data):\n    pass\n", "line 1: init is not a function"),
@@ -86,7 +88,8 @@ def test_a_script_the_server_would_refuse_gets_an_error_with_its_line(source, me
         GOOD,
         "def init():\n    pass\n\ndef run(data, request_headers):\n    return data\n",
         "def init(path=None):\n    pass\n\ndef run(data, scale=2):\n    return data\n",
-        "try:\n    import ujson as json\nexcept ImportError:\n    import json\n\nif True:\n    def init():\n        pass\n"
+        "try:\n    import ujson as json\nexcept ImportError:\n    import json\n\n"
+        "if True:\n    def init():\n        pass\n"
         "    def run(data):\n        return data\n",
     ],
 )

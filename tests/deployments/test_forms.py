@@ -67,7 +67,9 @@ def test_bad_deployment_input_gets_a_clear_message(deployer, demo_model, overrid
 def test_autoscale_minimum_above_maximum_is_refused(deployer, demo_model):
     cluster = ready_cluster(deployer)
     form = DeploymentForm(
-        _deployment_data(cluster, demo_model, autoscale_enabled="on", autoscale_min_replicas=5, autoscale_max_replicas=2)
+        _deployment_data(
+            cluster, demo_model, autoscale_enabled="on", autoscale_min_replicas=5, autoscale_max_replicas=2
+        )
     )
     assert not form.is_valid()
     assert "Autoscale minimum (5) is above the maximum (2)" in str(form.errors["autoscale_min_replicas"])

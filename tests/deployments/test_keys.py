@@ -1,5 +1,5 @@
-"""Scoring keys: masked on the page, revealed once on POST (audited), regenerated on POST (audited) so that the
-old key stops working at once."""
+"""Scoring keys: masked on the page, revealed once on POST (audited), regenerated on POST (audited) so that
+the old key stops working at once."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ def _key_file(deployment: Deployment):
 def test_regenerate_replaces_one_key_in_the_database_and_in_the_key_file(deployer, healthy_deployment):
     old_primary, old_secondary = _keys(healthy_deployment)
     key_file = _key_file(healthy_deployment)
-    key_file.parent.mkdir(parents=True, exist_ok=True)  # the deployment's state directory, as its replicas left it
+    key_file.parent.mkdir(
+        parents=True, exist_ok=True
+    )  # the deployment's state directory, as its replicas left it
     key_file.write_text(json.dumps({"primary": old_primary, "secondary": old_secondary}))
     client = login(deployer)
     response = client.post(f"/deployments/{healthy_deployment.pk}/keys/regenerate/", {"key": "Primary"})
@@ -105,11 +107,19 @@ def test_regenerating_while_an_operation_runs_is_refused(deployer, healthy_deplo
 
 def test_an_azure_deployment_key_is_not_regenerated_in_the_request(deployer, demo_model):
     workspace = Workspace.objects.create(
-        name="prod-ws", subscription_id="s", resource_group="rg", workspace_name="ws", tenant_id="t",
-        client_id="c", client_secret_encrypted=encrypt("secret"),
+        name="prod-ws",
+        subscription_id="s",
+        resource_group="rg",
+        workspace_name="ws",
+        tenant_id="t",
+        client_id="c",
+        client_secret_encrypted=encrypt("secret"),
     )
     cluster = Cluster.objects.create(
-        name="aks-gpu", backend=Backend.AZUREML, workspace=workspace, provisioning_state=ProvisioningState.SUCCEEDED
+        name="aks-gpu",
+        backend=Backend.AZUREML,
+        workspace=workspace,
+        provisioning_state=ProvisioningState.SUCCEEDED,
     )
     deployment = Deployment.objects.create(
         name="on-azure",

@@ -18,7 +18,9 @@ def test_create_records_resource_operation_and_audit_and_dispatches_on_commit(
     assert operation.state == OperationState.QUEUED
     assert operation.cluster.provisioning_state == "Creating"
     assert operation.requested_by_name == "dana"
-    assert AuditEvent.objects.filter(action="cluster.create", resource_name="local-a", actor_name="dana").exists()
+    assert AuditEvent.objects.filter(
+        action="cluster.create", resource_name="local-a", actor_name="dana"
+    ).exists()
     assert len(callbacks) == 1  # the task goes out only once the rows are committed
 
 

@@ -30,8 +30,12 @@ def test_drop_an_image_score_it_and_read_the_top_classes(new_page, deployer, liv
             const transfer = new DataTransfer();
             transfer.items.add(new File([bytes], name, {type: "image/png"}));
             const zone = document.getElementById("dropzone");
-            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
-            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(
+                new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true})
+            );
+            zone.dispatchEvent(
+                new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true})
+            );
         }""",
         ["three.png", base64.b64encode(three).decode()],
     )

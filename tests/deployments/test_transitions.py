@@ -11,7 +11,14 @@ pytestmark = pytest.mark.django_db
 
 def test_state_machines_use_azures_words_and_deleted_is_final():
     assert set(CLUSTER_TRANSITIONS) == {"Creating", "Succeeded", "Failed", "Deleting", "Deleted"}
-    assert set(SERVICE_TRANSITIONS) == {"Transitioning", "Healthy", "Unhealthy", "Failed", "Deleting", "Deleted"}
+    assert set(SERVICE_TRANSITIONS) == {
+        "Transitioning",
+        "Healthy",
+        "Unhealthy",
+        "Failed",
+        "Deleting",
+        "Deleted",
+    }
     assert CLUSTER_TRANSITIONS[ProvisioningState.DELETED] == frozenset()
     assert SERVICE_TRANSITIONS[ServiceState.DELETED] == frozenset()
 

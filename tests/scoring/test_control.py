@@ -200,9 +200,12 @@ def test_replicas_can_import_the_batching_helper_and_keep_threads_for_probes(tmp
 def test_batching_is_on_by_default_with_the_deployment_defaults(demo_model_dir):
     spec = ReplicaSpec.build(entry_script=DEFAULT_ENTRY_SCRIPT, model_path=demo_model_dir)
     assert (spec.max_batch_size, spec.max_batch_wait_ms) == (32, 50)
-    assert ReplicaSpec.from_mapping(
-        {"entry_script": str(DEFAULT_ENTRY_SCRIPT), "model_path": str(demo_model_dir)}
-    ).max_batch_size == 32
+    assert (
+        ReplicaSpec.from_mapping(
+            {"entry_script": str(DEFAULT_ENTRY_SCRIPT), "model_path": str(demo_model_dir)}
+        ).max_batch_size
+        == 32
+    )
 
 
 def test_each_model_version_gets_an_app_root_holding_only_that_version(tmp_path, demo_model_dir):
@@ -211,11 +214,13 @@ def test_each_model_version_gets_an_app_root_holding_only_that_version(tmp_path,
     roots = {}
     for version in (2, 1):
         spec = ReplicaSpec.build(
-            entry_script=DEFAULT_ENTRY_SCRIPT, model_path=demo_model_dir, model_name="digits", model_version=version
+            entry_script=DEFAULT_ENTRY_SCRIPT,
+            model_path=demo_model_dir,
+            model_name="digits",
+            model_version=version,
         )
         model_dir = lay_out_model(tmp_path, spec)
         env = replica_environment({}, state_dir=tmp_path, model_dir=model_dir, spec=spec)
         roots[version] = Path(env["AML_APP_ROOT"])
     assert roots[1] != roots[2]
     assert [p.name for p in (roots[1] / "azureml-models" / "digits").iterdir()] == ["1"]
-

@@ -127,7 +127,8 @@ def test_a_how_to_style_entry_script_runs_unchanged_on_the_local_target(tmp_path
         body = response.json()
         top.append(body["predictions"][0]["label"])
     assert top.count("three") >= 4, top  # nearest centroid is ~90 % right on held-out digits
-    # The script saw AZUREML_MODEL_DIR as AKS sets it (<...>/azureml-models/<name>/<version>) and found the model.
+    # The script saw AZUREML_MODEL_DIR as AKS sets it (<...>/azureml-models/<name>/<version>)
+    # and found the model.
     assert body["model_dir"].endswith(f"/azureml-models/{MODEL_NAME}/1"), body
     assert body["model_path"].endswith(f"/azureml-models/{MODEL_NAME}/1/{MODEL_NAME}"), body
 

@@ -36,7 +36,9 @@ def _supervisors(name: str) -> list[psutil.Process]:
 
 def _provision(user) -> object:
     operation = cluster_create(user=user, name="local-gpu")
-    wait_for(lambda: _state(Operation, operation.pk) == OperationState.SUCCEEDED, 60, message="cluster provisioned")
+    wait_for(
+        lambda: _state(Operation, operation.pk) == OperationState.SUCCEEDED, 60, message="cluster provisioned"
+    )
     cluster = operation.cluster
     cluster.refresh_from_db()
     assert cluster.provisioning_state == ProvisioningState.SUCCEEDED
@@ -55,21 +57,26 @@ def test_deploy_score_recover_from_a_dead_replica_and_tear_down(
     assert operation.state == "succeeded", operation.error
     deployment = Deployment.objects.get(pk=operation.deployment_id)
     assert deployment.state == ServiceState.HEALTHY
-    assert deployment.scoring_uri.startswith("http://127.0.0.1:") and deployment.scoring_uri.endswith("/score")
+    assert deployment.scoring_uri.startswith("http://127.0.0.1:") and deployment.scoring_uri.endswith(
+        "/score"
+    )
     assert [line.text for line in operation.lines.all()][-1].startswith("Succeeded: digits-demo is Healthy")
 
     key = decrypt(deployment.primary_key_encrypted)
     top = []
     for image in digit_images(3):
         response = requests.post(
-            deployment.scoring_uri, data=image,
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"}, timeout=30,
+            deployment.scoring_uri,
+            data=image,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"},
+            timeout=30,
         )
         assert response.status_code == 200, response.text
         top.append(response.json()["predictions"][0]["label"])
     assert top.count("three") >= 4, top  # the demo model is ~97 % accurate on held-out digits
     # Requests sent straight to the scoring URI count as activity for the idle-teardown rule.
     wait_for(lambda: Deployment.objects.get(pk=deployment.pk).last_scored_at, 30, message="last_scored_at")
+
     def latency_window() -> int | None:
         return (Deployment.objects.get(pk=deployment.pk).stats.get("latency_ms") or {}).get("window")
 
@@ -85,20 +92,28 @@ def test_deploy_score_recover_from_a_dead_replica_and_tear_down(
     assert "5 × 2xx" in facts
     assert requests.post(deployment.scoring_uri, data=b"x", timeout=10).status_code == 401
 
-    # A replica dies: the reconciler sees it, marks the service Unhealthy, restarts it, and it is Healthy again.
+    # A replica dies: the reconciler sees it, marks the service Unhealthy, restarts it,
+    # and it is Healthy again.
     status = control.read_status(cluster_dir := _state_dir(deployment))
     victim = status["replicas"][0]["pid"]
     os.kill(victim, signal.SIGKILL)
     wait_for(
         lambda: AuditEvent.objects.filter(action="deployment.restart", resource_id=deployment.pk).exists(),
-        30, message="the reconciler restarting the dead replica",
+        30,
+        message="the reconciler restarting the dead replica",
     )
-    wait_for(lambda: _state(Deployment, deployment.pk) == ServiceState.HEALTHY and
-             all(r["state"] == "ready" for r in control.read_status(cluster_dir)["replicas"]), 120,
-             message="Healthy again")
+    wait_for(
+        lambda: (
+            _state(Deployment, deployment.pk) == ServiceState.HEALTHY
+            and all(r["state"] == "ready" for r in control.read_status(cluster_dir)["replicas"])
+        ),
+        120,
+        message="Healthy again",
+    )
     moves = list(
         AuditEvent.objects.filter(action="deployment.state", resource_id=deployment.pk)
-        .order_by("id").values_list("after__state", flat=True)
+        .order_by("id")
+        .values_list("after__state", flat=True)
     )
     assert moves[-2:] == ["Unhealthy", "Healthy"]
     assert len(_supervisors("digits-demo")) == 1
@@ -134,7 +149,9 @@ def test_a_worker_killed_mid_deployment_leaves_one_healthy_service(
     first.kill()
     assert Operation.objects.get(pk=operation.pk).state == OperationState.RUNNING
     celery_processes("worker", "rescuer")
-    wait_for(lambda: _state(Operation, operation.pk) in ("succeeded", "failed"), 180, message="deployment finished")
+    wait_for(
+        lambda: _state(Operation, operation.pk) in ("succeeded", "failed"), 180, message="deployment finished"
+    )
     operation.refresh_from_db()
     assert operation.state == "succeeded", operation.error
     assert operation.attempts >= 1  # the reconciler handed it to the new worker
@@ -144,6 +161,8 @@ def test_a_worker_killed_mid_deployment_leaves_one_healthy_service(
     assert len(_supervisors("survivor")) == 1
     replicas = control.read_status(_state_dir(deployment))["replicas"]
     assert len(replicas) == 2 and all(psutil.pid_exists(r["pid"]) for r in replicas)
-    healthy = AuditEvent.objects.filter(action="deployment.state", resource_id=deployment.pk, after__state="Healthy")
+    healthy = AuditEvent.objects.filter(
+        action="deployment.state", resource_id=deployment.pk, after__state="Healthy"
+    )
     assert healthy.count() == 1
     assert Operation.objects.filter(deployment=deployment).count() == 1

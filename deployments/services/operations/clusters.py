@@ -126,5 +126,3 @@ def _remove_failed_compute(operation: Operation, backend, spec) -> str:
         return " Lynx could not remove the failed compute target; delete this cluster to try again."
     operation_log(operation, f"Asked Azure to remove the failed compute target {spec.name}")
     return " Lynx asked Azure to remove the failed compute target, so nothing is left billing."
-
-

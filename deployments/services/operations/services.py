@@ -31,7 +31,8 @@ def service_deploy_step(operation: Operation) -> float | None:
         operation_log(
             operation,
             f"Deploying {deployment.model} to {deployment.cluster.name} as {deployment.name} "
-            f"({deployment.replicas} replica{'s' if deployment.replicas != 1 else ''}, GPU {'on' if deployment.gpu_enabled else 'off'})",
+            f"({deployment.replicas} replica{'s' if deployment.replicas != 1 else ''}, "
+            f"GPU {'on' if deployment.gpu_enabled else 'off'})",
         )
         if operation.kind == OperationKind.SERVICE_UPDATE:
             # Remember which rollout was serving, so a status written before the supervisor picked up
@@ -71,7 +72,8 @@ def service_deploy_step(operation: Operation) -> float | None:
     if observed.state == ServiceState.HEALTHY:
         keys: dict[str, str] = {}
         if not deployment.cluster.is_local:
-            # Azure makes an AKS service's keys: read them now (outside any transaction), store them encrypted.
+            # Azure makes an AKS service's keys: read them now (outside any transaction),
+            # store them encrypted.
             primary, secondary = backend.service_keys(spec)
             keys = {"primary_key_encrypted": encrypt(primary), "secondary_key_encrypted": encrypt(secondary)}
         with transaction.atomic():
@@ -119,6 +121,7 @@ def service_delete_step(operation: Operation) -> float | None:
 
 # --- Azure: facts about a provisioned cluster, connection tests, keys, logs ----------------------------
 
+
 # ClusterObservation.detail of an AKS compute: "2 × Standard_NC4as_T4_v3 (DevTest) in eastus[, fqdn]".
 def service_key_regenerate_step(operation: Operation) -> float | None:
     deployment = operation.deployment
@@ -149,5 +152,3 @@ def service_logs_step(operation: Operation) -> float | None:
             )
         succeed(operation, f"Succeeded: the last {lines} lines of each container of {deployment.name}")
     return None
-
-

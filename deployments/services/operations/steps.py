@@ -65,7 +65,11 @@ def operation_start(
             )
     except IntegrityError as exc:
         busy = Operation.objects.filter(state__in=ACTIVE_OPERATION_STATES)
-        busy = busy.filter(deployment=deployment) if deployment else busy.filter(cluster=cluster, deployment=None)
+        busy = (
+            busy.filter(deployment=deployment)
+            if deployment
+            else busy.filter(cluster=cluster, deployment=None)
+        )
         current = busy.first()
         if current is not None:
             raise Refused(
@@ -73,7 +77,9 @@ def operation_start(
                 "Wait for it to finish."
             ) from exc
         raise
-    OperationLine.objects.create(operation=operation, text=f"{operation.get_kind_display()} requested by {operation.requested_by_name}")
+    OperationLine.objects.create(
+        operation=operation, text=f"{operation.get_kind_display()} requested by {operation.requested_by_name}"
+    )
     transaction.on_commit(lambda: operation_dispatch(operation.pk))
     return operation
 
@@ -99,14 +105,29 @@ def fail(operation: Operation, error: str) -> None:
         elif operation.kind in (OperationKind.SERVICE_KEY_REGENERATE, OperationKind.SERVICE_LOGS):
             pass  # reading logs or replacing a key failed; the service itself is as it was
         elif operation.kind == OperationKind.CLUSTER_PROVISION:
-            try_transition(lambda: cluster_transition(cluster=operation.cluster, to=ProvisioningState.FAILED, message=error,
-                                            provisioning_errors=error))
+            try_transition(
+                lambda: cluster_transition(
+                    cluster=operation.cluster,
+                    to=ProvisioningState.FAILED,
+                    message=error,
+                    provisioning_errors=error,
+                )
+            )
         elif operation.kind == OperationKind.CLUSTER_DELETE:
-            try_transition(lambda: cluster_transition(cluster=operation.cluster, to=ProvisioningState.FAILED, message=error,
-                                            provisioning_errors=error))
+            try_transition(
+                lambda: cluster_transition(
+                    cluster=operation.cluster,
+                    to=ProvisioningState.FAILED,
+                    message=error,
+                    provisioning_errors=error,
+                )
+            )
         elif operation.deployment_id:
-            try_transition(lambda: deployment_transition(deployment=operation.deployment, to=ServiceState.FAILED,
-                                               message=error, error=error))
+            try_transition(
+                lambda: deployment_transition(
+                    deployment=operation.deployment, to=ServiceState.FAILED, message=error, error=error
+                )
+            )
         operation_transition(operation=operation, to=OperationState.FAILED, error=error)
     return None
 

@@ -35,5 +35,3 @@ def workspace_test_step(operation: Operation) -> float | None:
         workspace_checked(workspace, ok=True, result=found)
         succeed(operation, f"Succeeded: {found}")
     return None
-
-
