@@ -3,6 +3,8 @@ delete."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,8 +15,15 @@ from dashboard.roles import deployer_required
 from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.environments import check_environment, runtime_version
-from deployments.forms import ConfirmForm, DeploymentForm, DeploymentUpdateForm, KeyForm, RollbackForm
-from deployments.models import Deployment
+from deployments.forms import (
+    ConfirmForm,
+    DeploymentForm,
+    DeploymentUpdateForm,
+    KeyForm,
+    RollbackForm,
+    ServiceConfigForm,
+)
+from deployments.models import Deployment, Operation
 from deployments.services import Refused, deployment_create, deployment_delete
 from deployments.services.deployments import (
     UPDATABLE_STATES,
@@ -37,6 +46,24 @@ def _flash_warnings(request: HttpRequest, warnings: list[str]) -> None:
         messages.warning(request, warning)
 
 
+def _check_or_start(
+    request: HttpRequest, form: ServiceConfigForm, start: Callable[[dict], Operation]
+) -> tuple[HttpResponse | None, bool]:
+    """A valid POST of the deploy or update form: with "Check", only say what the checks found (checked);
+    otherwise start the operation and answer with the redirect to it. A refusal becomes a form error."""
+    if request.method != "POST" or not form.is_valid():
+        return None, False
+    if "check" in request.POST:
+        return None, True
+    try:
+        operation = start(form.cleaned_data)
+    except Refused as exc:
+        form.add_error(None, str(exc))
+        return None, False
+    _flash_warnings(request, form.warnings)
+    return redirect("operation_detail", pk=operation.pk), False
+
+
 @deployer_required
 @streamed_uploads(TEXT_UPLOADS_MAX_BYTES)
 def deployment_new(request: HttpRequest) -> HttpResponse:
@@ -45,27 +72,22 @@ def deployment_new(request: HttpRequest) -> HttpResponse:
         form = DeploymentForm(request.POST, request.FILES)
     else:
         form = DeploymentForm(initial=initial)
-    checked = False
-    if request.method == "POST" and form.is_valid():
-        if "check" in request.POST:
-            checked = True  # "Check" only: show what the checks say, deploy nothing
-        else:
-            try:
-                operation = deployment_create(
-                    user=request.user,
-                    name=form.cleaned_data["name"],
-                    cluster=form.cleaned_data["cluster"],
-                    model=form.cleaned_data["model"],
-                    entry_script=form.cleaned_data["entry_script"],
-                    environment_yaml=form.cleaned_data["environment_yaml"],
-                    idempotency_key=form.cleaned_data["idempotency_key"],
-                    **form.config(),
-                )
-            except Refused as exc:
-                form.add_error(None, str(exc))
-            else:
-                _flash_warnings(request, form.warnings)
-                return redirect("operation_detail", pk=operation.pk)
+    started, checked = _check_or_start(
+        request,
+        form,
+        lambda data: deployment_create(
+            user=request.user,
+            name=data["name"],
+            cluster=data["cluster"],
+            model=data["model"],
+            entry_script=data["entry_script"],
+            environment_yaml=data["environment_yaml"],
+            idempotency_key=data["idempotency_key"],
+            **form.config(),
+        ),
+    )
+    if started:
+        return started
     return render(
         request,
         "deployments/deployment_form.html",
@@ -125,26 +147,21 @@ def deployment_update_view(request: HttpRequest, pk: int) -> HttpResponse:
         form = DeploymentUpdateForm(request.POST, request.FILES, deployment=deployment)
     else:
         form = DeploymentUpdateForm(deployment=deployment)
-    checked = False
-    if request.method == "POST" and form.is_valid():
-        if "check" in request.POST:
-            checked = True
-        else:
-            try:
-                operation = deployment_update(
-                    user=request.user,
-                    deployment=deployment,
-                    model=form.cleaned_data["model"],
-                    entry_script=form.cleaned_data["entry_script"],
-                    environment_yaml=form.cleaned_data["environment_yaml"],
-                    idempotency_key=form.cleaned_data["idempotency_key"],
-                    **form.config(),
-                )
-            except Refused as exc:
-                form.add_error(None, str(exc))
-            else:
-                _flash_warnings(request, form.warnings)
-                return redirect("operation_detail", pk=operation.pk)
+    started, checked = _check_or_start(
+        request,
+        form,
+        lambda data: deployment_update(
+            user=request.user,
+            deployment=deployment,
+            model=data["model"],
+            entry_script=data["entry_script"],
+            environment_yaml=data["environment_yaml"],
+            idempotency_key=data["idempotency_key"],
+            **form.config(),
+        ),
+    )
+    if started:
+        return started
     return render(
         request,
         "deployments/deployment_update.html",

@@ -104,16 +104,7 @@ def fail(operation: Operation, error: str) -> None:
             workspace_checked(operation.workspace, ok=False, result=error)
         elif operation.kind in (OperationKind.SERVICE_KEY_REGENERATE, OperationKind.SERVICE_LOGS):
             pass  # reading logs or replacing a key failed; the service itself is as it was
-        elif operation.kind == OperationKind.CLUSTER_PROVISION:
-            try_transition(
-                lambda: cluster_transition(
-                    cluster=operation.cluster,
-                    to=ProvisioningState.FAILED,
-                    message=error,
-                    provisioning_errors=error,
-                )
-            )
-        elif operation.kind == OperationKind.CLUSTER_DELETE:
+        elif operation.kind in (OperationKind.CLUSTER_PROVISION, OperationKind.CLUSTER_DELETE):
             try_transition(
                 lambda: cluster_transition(
                     cluster=operation.cluster,
