@@ -62,12 +62,7 @@ def workspace(admin_user, azure_emulator):
     operation = workspace_create(
         user=admin_user,
         name=unique("ws"),
-        subscription_id=emu.subscription_id,
-        resource_group=emu.resource_group,
-        workspace_name=emu.workspace_name,
-        tenant_id=emu.tenant_id,
-        client_id=emu.client_id,
-        client_secret=emu.client_secret,
+        **emu.workspace_fields(),
     )
     operation = run_inline(operation.pk)
     assert operation.state == "succeeded", operation.error

@@ -33,12 +33,7 @@ def test_an_admin_connects_a_workspace_and_a_deployer_provisions_a_gpu_cluster(
     name = unique("team")
     for field, value in {
         "name": name,
-        "subscription_id": emu.subscription_id,
-        "resource_group": emu.resource_group,
-        "workspace_name": emu.workspace_name,
-        "tenant_id": emu.tenant_id,
-        "client_id": emu.client_id,
-        "client_secret": emu.client_secret,
+        **emu.workspace_fields(),
     }.items():
         admin.fill(f"input[name={field}]", value)
     admin.click("button:has-text('Save and test the connection')")

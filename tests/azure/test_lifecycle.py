@@ -62,12 +62,7 @@ def test_the_how_to_lifecycle_runs_from_the_dashboard(
         reverse("workspace_new"),
         {
             "name": "team",
-            "subscription_id": emu.subscription_id,
-            "resource_group": emu.resource_group,
-            "workspace_name": emu.workspace_name,
-            "tenant_id": emu.tenant_id,
-            "client_id": emu.client_id,
-            "client_secret": emu.client_secret,
+            **emu.workspace_fields(),
             "idempotency_key": unique("k"),
         },
     )

@@ -19,12 +19,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::Pending
 def form_data(emu: AzureEmulator, **overrides: str) -> dict[str, str]:
     return {
         "name": unique("team"),
-        "subscription_id": emu.subscription_id,
-        "resource_group": emu.resource_group,
-        "workspace_name": emu.workspace_name,
-        "tenant_id": emu.tenant_id,
-        "client_id": emu.client_id,
-        "client_secret": emu.client_secret,
+        **emu.workspace_fields(),
         "location": "",
         "idempotency_key": unique("key"),
         **overrides,

@@ -178,6 +178,17 @@ class AzureEmulator(Simulation, ControlAPI):
     def scoring_uri(self, service_name: str) -> str:
         return f"{self.plain_url}/api/v1/service/{service_name}/score"
 
+    def workspace_fields(self) -> dict[str, str]:
+        """What a user types to connect the emulated workspace: its address and its service principal."""
+        return {
+            "subscription_id": self.subscription_id,
+            "resource_group": self.resource_group,
+            "workspace_name": self.workspace_name,
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+
     def env(self) -> dict[str, str]:
         """Environment for a process that will import azureml (set it before the first import)."""
         proxy = self.plain_url

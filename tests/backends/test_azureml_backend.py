@@ -56,12 +56,7 @@ def unique(prefix: str) -> str:
 
 def workspace_spec(emu: AzureEmulator, **overrides: str) -> WorkspaceSpec:
     values = {
-        "subscription_id": emu.subscription_id,
-        "resource_group": emu.resource_group,
-        "workspace_name": emu.workspace_name,
-        "tenant_id": emu.tenant_id,
-        "client_id": emu.client_id,
-        "client_secret": emu.client_secret,
+        **emu.workspace_fields(),
         **overrides,
     }
     return WorkspaceSpec(**values)
