@@ -74,19 +74,22 @@ def cluster_delete(
     """Start deleting a cluster. Its deployments must be gone (or going) first."""
     if existing := operation_by_idempotency_key(idempotency_key):
         return existing
-    cluster.refresh_from_db()
-    if cluster.provisioning_state in (ProvisioningState.DELETING, ProvisioningState.DELETED):
-        raise Refused(f"{cluster.name} is already {cluster.provisioning_state.lower()}.")
-    if cluster.provisioning_state == ProvisioningState.CREATING:
-        raise Refused(f"{cluster.name} is still being provisioned; delete it once provisioning has finished.")
-    live = list(
-        cluster.deployments.filter(
-            state__in=(*LIVE_SERVICE_STATES, ServiceState.FAILED, ServiceState.DELETING)
-        ).values_list("name", flat=True)
-    )
-    if live:
-        raise Refused(f"Delete the deployments on {cluster.name} first: {', '.join(live)}.")
     with transaction.atomic():
+        # Checked under the cluster's row lock, which deployment_create takes too (see cluster_lock).
+        cluster = cluster_lock(cluster)
+        if cluster.provisioning_state in (ProvisioningState.DELETING, ProvisioningState.DELETED):
+            raise Refused(f"{cluster.name} is already {cluster.provisioning_state.lower()}.")
+        if cluster.provisioning_state == ProvisioningState.CREATING:
+            raise Refused(
+                f"{cluster.name} is still being provisioned; delete it once provisioning has finished."
+            )
+        live = list(
+            cluster.deployments.filter(
+                state__in=(*LIVE_SERVICE_STATES, ServiceState.FAILED, ServiceState.DELETING)
+            ).values_list("name", flat=True)
+        )
+        if live:
+            raise Refused(f"Delete the deployments on {cluster.name} first: {', '.join(live)}.")
         audit_record(
             actor=user,
             action="cluster.delete",
@@ -99,6 +102,17 @@ def cluster_delete(
         )
         cluster_transition(cluster=cluster, to=ProvisioningState.DELETING, actor=user, message=reason)
     return operation
+
+
+def cluster_lock(cluster: Cluster) -> Cluster:
+    """The cluster, re-read under a row lock held until the caller's transaction ends.
+
+    Deploying to a cluster and deleting it both check, then write; without a common lock both checks could
+    pass before either write commits. On SQLite the IMMEDIATE transactions already serialise writers.
+    """
+    list(Cluster.objects.select_for_update().filter(pk=cluster.pk).values_list("pk", flat=True))
+    cluster.refresh_from_db()  # the caller's instance, as committed now that nobody else can change it
+    return cluster
 
 
 def cluster_config(cluster: Cluster) -> dict:

@@ -19,6 +19,7 @@ from deployments.models import (
 from deployments.states import ACTIVE_OPERATION_STATES, ProvisioningState, ServiceState
 
 from .audit import actor_name, audit_record
+from .clusters import cluster_lock
 from .operations import Refused, operation_by_idempotency_key, operation_start
 from .specs import backend_for, service_spec
 from .transitions import deployment_transition
@@ -79,15 +80,19 @@ def deployment_create(
     unknown = set(config) - set(CONFIG_FIELDS)
     if unknown:
         raise TypeError(f"unknown deployment settings: {sorted(unknown)}")
-    cluster.refresh_from_db()
-    if cluster.provisioning_state != ProvisioningState.SUCCEEDED:
-        raise Refused(
-            f"{cluster.name} is {cluster.provisioning_state}; deploy to a cluster that is Succeeded."
-        )
-    if config.get("gpu_enabled") and not cluster.has_gpu:
-        raise Refused(f"{cluster.name} has no GPU: switch the GPU off, or choose a cluster with GPU nodes.")
     try:
         with transaction.atomic():
+            # The cluster's row lock orders this against cluster_delete, which takes the same lock: either
+            # the delete sees this deployment and refuses, or this sees Deleting and refuses.
+            cluster = cluster_lock(cluster)
+            if cluster.provisioning_state != ProvisioningState.SUCCEEDED:
+                raise Refused(
+                    f"{cluster.name} is {cluster.provisioning_state}; deploy to a cluster that is Succeeded."
+                )
+            if config.get("gpu_enabled") and not cluster.has_gpu:
+                raise Refused(
+                    f"{cluster.name} has no GPU: switch the GPU off, or choose a cluster with GPU nodes."
+                )
             deployment = Deployment.objects.create(
                 name=name,
                 cluster=cluster,
