@@ -211,7 +211,10 @@ def deployment_update(
     if wanted["gpu_enabled"] and not deployment.cluster.has_gpu:
         raise Refused(f"{deployment.cluster.name} has no GPU: switch the GPU off.")
     changed = _changes(deployment, model, entry_script, environment_yaml, wanted)
-    if not changed:
+    # A Failed deployment submitted unchanged is deployed again as it is (its cause may have been outside
+    # it: a restart, a full disk); a live one unchanged has nothing to do.
+    retry = not changed and deployment.state == ServiceState.FAILED
+    if not changed and not retry:
         raise Refused(
             f"Nothing to change: that is {deployment.name}'s current configuration "
             f"(revision {deployment.revision})."
@@ -219,7 +222,10 @@ def deployment_update(
     before = {**deployment_config(deployment), "revision": deployment.revision}
     try:
         with transaction.atomic():
-            number = (deployment.revisions.aggregate(n=Max("number"))["n"] or 0) + 1
+            if retry:
+                number = deployment.revision
+            else:
+                number = (deployment.revisions.aggregate(n=Max("number"))["n"] or 0) + 1
             # First, so that a deployment busy with another operation is refused before anything changes.
             operation = operation_start(
                 kind=OperationKind.SERVICE_UPDATE,
@@ -229,28 +235,34 @@ def deployment_update(
                 idempotency_key=idempotency_key,
                 params={"revision": number, "previous_revision": before["revision"], "changed": changed},
             )
-            Deployment.objects.filter(pk=deployment.pk).update(
-                model=model,
-                entry_script=entry_script,
-                environment_yaml=environment_yaml,
-                revision=number,
-                **wanted,
-            )
-            deployment.refresh_from_db()
-            revision_record(deployment=deployment, user=user)
+            if not retry:
+                Deployment.objects.filter(pk=deployment.pk).update(
+                    model=model,
+                    entry_script=entry_script,
+                    environment_yaml=environment_yaml,
+                    revision=number,
+                    **wanted,
+                )
+                deployment.refresh_from_db()
+                revision_record(deployment=deployment, user=user)
             audit_record(
                 actor=user,
                 action=action,
                 resource=deployment,
                 before=before,
                 after={**deployment_config(deployment), "revision": number},
-                message=message or f"revision {number}: {', '.join(changed)} changed",
+                message=message
+                or (
+                    f"retry of revision {number} as it is"
+                    if retry
+                    else f"revision {number}: {', '.join(changed)} changed"
+                ),
             )
             deployment_transition(
                 deployment=deployment,
                 to=ServiceState.TRANSITIONING,
                 actor=user,
-                message=f"updating to revision {number}",
+                message=f"deploying revision {number} again" if retry else f"updating to revision {number}",
             )
     except IntegrityError as exc:
         if existing := operation_by_idempotency_key(idempotency_key):

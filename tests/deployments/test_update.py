@@ -101,6 +101,25 @@ def test_an_update_that_changes_nothing_is_refused(deployer, healthy_deployment)
 
 
 @pytest.mark.django_db
+def test_a_failed_deployment_can_be_retried_as_it_is(deployer, healthy_deployment):
+    Deployment.objects.filter(pk=healthy_deployment.pk).update(
+        state=ServiceState.FAILED, error="init() raised"
+    )
+    response = login(deployer).post(
+        f"/deployments/{healthy_deployment.pk}/update/", _update_form(healthy_deployment)
+    )
+    assert response.status_code == 302
+    operation = Operation.objects.get(kind="service_update", deployment=healthy_deployment)
+    assert operation.params["revision"] == 1 and operation.params["changed"] == []
+    deployment = Deployment.objects.get(pk=healthy_deployment.pk)
+    # The same revision again, not a new one: nothing about the configuration changed.
+    assert deployment.state == ServiceState.TRANSITIONING
+    assert deployment.revision == 1 and deployment.revisions.count() == 1
+    retry = AuditEvent.objects.filter(action="deployment.update", resource_name="digits-fake").last()
+    assert "retry of revision 1" in retry.message
+
+
+@pytest.mark.django_db
 def test_a_deployment_busy_with_an_operation_is_not_updated(deployer, healthy_deployment):
     deployment_update(user=deployer, deployment=healthy_deployment, replicas=2)
     deployment_transition(

@@ -22,6 +22,9 @@ from .steps import (
     succeed,
 )
 
+# How often a deploy or update whose replicas vanished (Lynx restarted under it) is submitted again.
+MAX_RESUBMITS = 3
+
 
 def service_deploy_step(operation: Operation) -> float | None:
     deployment = operation.deployment
@@ -92,7 +95,22 @@ def service_deploy_step(operation: Operation) -> float | None:
         # During a deployment a replica that exits before it was ever ready means init() failed.
         return fail(operation, observed.error or f"the service is {observed.state}")
     if observed.state == "Missing" and operation.phase == "wait":
-        return fail(operation, observed.error or "the service disappeared while it was being deployed")
+        # The replicas went away mid-deploy: on the local target, Lynx itself was stopped (Ctrl-C stops every
+        # supervisor) or the host restarted. Submit again, as a worker taking the step over would.
+        restarts = int(operation.params.get("restarts", 0))
+        if restarts >= MAX_RESUBMITS:
+            return fail(operation, observed.error or "the service disappeared while it was being deployed")
+        operation_log(
+            operation, "The service's replicas are not running (was Lynx restarted?); starting it again"
+        )
+        params = {k: v for k, v in operation.params.items() if k != "from_generation"}
+        Operation.objects.filter(pk=operation.pk).update(params={**params, "restarts": restarts + 1})
+        operation.params = {**params, "restarts": restarts + 1}
+        if operation.kind == OperationKind.SERVICE_UPDATE:
+            backend.update_service(spec)
+        else:
+            backend.deploy_service(spec)
+        return poll()
     if overdue(operation):
         return fail(operation, "the deployment did not become Healthy in time")
     set_phase(operation, "wait", max(operation.progress, 15 + int(75 * ready / max(total, 1))))
