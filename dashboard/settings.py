@@ -2,14 +2,17 @@
 
 Development (the default): SQLite in var/, an embedded Redis server on a unix socket in var/
 (started by `make run`), a generated secret key kept in var/. Production (LYNX_ENV=production):
-SECRET_KEY, LYNX_ENCRYPTION_KEY, DATABASE_URL, REDIS_URL and ALLOWED_HOSTS must be set, or Lynx
-refuses to start and says which one is missing.
+SECRET_KEY, LYNX_ENCRYPTION_KEY, DATABASE_URL, REDIS_URL and ALLOWED_HOSTS must be set, the two
+secrets long and not a placeholder, or Lynx refuses to start and says which one is wrong; cookies are
+then Secure, HTTPS is enforced (redirect and HSTS).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import stat
 from pathlib import Path
 
 import dj_database_url
@@ -17,7 +20,30 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("LYNX_VAR_DIR", BASE_DIR / "var")).resolve()
+
+# var/ holds the database (and so every session), the secret keys and the replicas' key files: nothing
+# any process of Lynx writes is for other local users to read, whatever the shell's umask.
+os.umask(0o077)
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _make_private(var_dir: Path) -> None:
+    """Tighten what an older checkout (or a looser umask) left readable: var/ itself and its top level.
+    The 0700 directory alone already keeps others out of everything below it."""
+    for path in (var_dir, *var_dir.iterdir()):
+        try:
+            info = path.lstat()
+            if info.st_uid != os.getuid():
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                path.chmod(0o700)
+            elif stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+                path.chmod(stat.S_IMODE(info.st_mode) & 0o700)
+        except FileNotFoundError:  # a replica's or a test's file, gone since iterdir listed it
+            continue
+
+
+_make_private(VAR_DIR)
 
 LYNX_ENV = os.environ.get("LYNX_ENV", "development")
 PRODUCTION = LYNX_ENV == "production"
@@ -27,6 +53,26 @@ def _required(name: str) -> str:
     value = os.environ.get(name, "")
     if not value:
         raise ImproperlyConfigured(f"LYNX_ENV=production needs {name} to be set (see .env.example).")
+    return value
+
+
+_PLACEHOLDER = re.compile(r"change.?(me|it)|^django-insecure|placeholder|example", re.I)
+
+
+def _production_secret(name: str) -> str:
+    """A secret that is set, long, and not a placeholder; the message never repeats the value."""
+    value = _required(name)
+    problem = ""
+    if _PLACEHOLDER.search(value):
+        problem = "it looks like a placeholder, such as the one in .env.example"
+    elif len(value) < 50 or len(set(value)) < 10:
+        # 50: what `manage.py check --deploy` asks of SECRET_KEY.
+        problem = "it is too short or too repetitive to be a random secret (50 characters at least)"
+    if problem:
+        raise ImproperlyConfigured(
+            f"LYNX_ENV=production refuses {name}: {problem}. Set it to a long random value, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+        )
     return value
 
 
@@ -40,12 +86,19 @@ def _dev_secret(filename: str) -> str:
 
 
 if PRODUCTION:
-    SECRET_KEY = _required("SECRET_KEY")
-    LYNX_ENCRYPTION_KEY = _required("LYNX_ENCRYPTION_KEY")
+    SECRET_KEY = _production_secret("SECRET_KEY")
+    LYNX_ENCRYPTION_KEY = _production_secret("LYNX_ENCRYPTION_KEY")
     _required("DATABASE_URL")
     _required("REDIS_URL")
-    ALLOWED_HOSTS = _required("ALLOWED_HOSTS").split(",")
+    # localhost: the container's own healthcheck, which asks gunicorn directly.
+    ALLOWED_HOSTS = [*_required("ALLOWED_HOSTS").split(","), "localhost"]
     DEBUG = False
+    # HTTPS only: a session cookie sent over plain HTTP is an admin session anyone on the path can replay.
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = os.environ.get("LYNX_SSL_REDIRECT", "1") == "1"
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the healthcheck asks over HTTP on loopback
+    SECURE_HSTS_SECONDS = int(os.environ.get("LYNX_HSTS_SECONDS", "31536000"))
 else:
     SECRET_KEY = os.environ.get("SECRET_KEY") or _dev_secret("secret_key")
     LYNX_ENCRYPTION_KEY = os.environ.get("LYNX_ENCRYPTION_KEY") or _dev_secret("encryption_key")
@@ -53,6 +106,11 @@ else:
     DEBUG = os.environ.get("DEBUG", "0") == "1"
 
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# Behind a reverse proxy that terminates TLS, Django sees plain HTTP from the proxy. X-Forwarded-Proto and
+# X-Forwarded-For are headers any client can send, so they are believed only when the operator says a proxy
+# in front of every request overwrites them (docker-compose.yml's nginx does).
+LYNX_TRUST_PROXY_HEADERS = os.environ.get("LYNX_TRUST_PROXY_HEADERS", "0") == "1"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if LYNX_TRUST_PROXY_HEADERS else None
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -164,7 +222,13 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
