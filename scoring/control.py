@@ -263,20 +263,48 @@ def stop_all(root: Path, timeout: float = 20) -> int:
     return len(running)
 
 
+# A tail reads one window at the end of a log, never the whole file: a log panel polls this every few seconds,
+# and one 16 MiB line (a model printing an array) once made each poll take 21 s. 256 KiB holds 200 lines of
+# even a chatty log; a line over TAIL_LINE_MAX_CHARS is shown cut.
+TAIL_WINDOW_BYTES = 256 * 1024
+TAIL_LINE_MAX_CHARS = 4000
+_CUT_LEFT, _CUT_RIGHT = "[…] ", " [… line cut]"
+
+
 def _tail(path: Path, lines: int) -> str:
     try:
         with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            end = handle.tell()
-            block, data = 8192, b""
-            while end > 0 and data.count(b"\n") <= lines:
-                start = max(0, end - block)
-                handle.seek(start)
-                data = handle.read(end - start) + data
-                end = start
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size - TAIL_WINDOW_BYTES)
+            # One byte more on the left says whether the window starts on a line boundary.
+            handle.seek(max(0, start - 1))
+            data = handle.read(size - max(0, start - 1))
     except FileNotFoundError:
         return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+    starts_mid_line = start > 0 and data[:1] != b"\n"
+    if start > 0:
+        data = data[1:]
+    kept = data.decode("utf-8", "replace").splitlines()
+    if starts_mid_line and kept:
+        if kept[0]:
+            kept[0] = _CUT_LEFT + kept[0][-TAIL_LINE_MAX_CHARS:]
+        else:  # the window began on the newline itself: no fragment of a line at all
+            del kept[0]
+    return "\n".join(
+        line if len(line) <= TAIL_LINE_MAX_CHARS else line[:TAIL_LINE_MAX_CHARS] + _CUT_RIGHT
+        for line in kept[-lines:]
+    )
+
+
+def _tail_rotated(path: Path, lines: int) -> str:
+    """`_tail` of a log written by a RotatingFileHandler, reaching into <path>.1 when the current file is short,
+    so the panel does not go blank just after a rotation."""
+    text = _tail(path, lines)
+    count = len(text.split("\n")) if text else 0
+    if count >= lines:
+        return text
+    older = _tail(path.with_name(path.name + ".1"), lines - count)
+    return "\n".join(part for part in (older, text) if part)
 
 
 def tail_logs(state_dir: Path, lines: int = 200) -> dict[str, str]:
@@ -294,7 +322,7 @@ def tail_logs(state_dir: Path, lines: int = 200) -> dict[str, str]:
         found = (state_dir / LOG_DIR).glob("replica-*.log")
         names = sorted((p.stem for p in found), key=lambda name: int(name.rsplit("-", 1)[1]))
     logs = {name: _tail(state_dir / LOG_DIR / f"{name}.log", lines) for name in names}
-    logs["supervisor"] = _tail(state_dir / SUPERVISOR_LOG, lines)
+    logs["supervisor"] = _tail_rotated(state_dir / SUPERVISOR_LOG, lines)
     return logs
 
 
