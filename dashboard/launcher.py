@@ -16,46 +16,33 @@ import time
 from pathlib import Path
 
 from dashboard.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
+from dashboard.supervision import Child, keep_running, say
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # Own session: Ctrl-C reaches only this launcher, which stops everything in a safe order.
-    print(f"lynx: starting {name}", flush=True)
-    return subprocess.Popen(argv, cwd=BASE_DIR, env=env, start_new_session=True)
+def _child(name: str, argv: list[str], env: dict[str, str], **options) -> Child:
+    say(f"starting the {name}")
+    child = Child(name=name, argv=argv, env=env, cwd=BASE_DIR, **options)
+    child.start()
+    return child
 
 
-def _stop(name: str, proc: subprocess.Popen, timeout: float = 15) -> None:
-    if proc.poll() is not None:
-        return
-    print(f"lynx: stopping {name}", flush=True)
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _start_embedded_redis(var_dir: Path, env: dict[str, str]) -> subprocess.Popen:
+def _start_embedded_redis(var_dir: Path, env: dict[str, str]) -> Child:
     import redis
 
     socket_path = var_dir / "redis.sock"
-    socket_path.unlink(missing_ok=True)
-    proc = _start(
+    child = _child(
         "embedded Redis",
         embedded_redis_argv(socket_path, var_dir),
         env,
+        before_start=lambda: socket_path.unlink(missing_ok=True),
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
             if redis.Redis(unix_socket_path=str(socket_path)).ping():
-                return proc
+                return child
         except redis.RedisError:
             time.sleep(0.1)
     raise SystemExit("lynx: the embedded Redis server did not start")
@@ -77,83 +64,58 @@ def main() -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
 
-    redis_proc = None if env.get("REDIS_URL") else _start_embedded_redis(var_dir, env)
-    children: list[tuple[str, subprocess.Popen]] = []
+    redis_child = None if env.get("REDIS_URL") else _start_embedded_redis(var_dir, env)
+    children: list[Child] = []
     try:
         subprocess.run(
             [python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True
         )
         subprocess.run([python, "manage.py", "lynx_seed"], cwd=BASE_DIR, env=env, check=True)
         children.append(
-            (
+            _child(
                 "web server",
-                _start(
-                    "web server",
-                    [
-                        python,
-                        "-m",
-                        "gunicorn",
-                        "dashboard.wsgi:application",
-                        "--bind",
-                        f"{host}:{port}",
-                        "--workers",
-                        "2",
-                        "--threads",
-                        "4",
-                        "--access-logfile",
-                        "-",
-                        "--graceful-timeout",
-                        "5",
-                    ],
-                    env,
-                ),
+                [
+                    python,
+                    "-m",
+                    "gunicorn",
+                    "dashboard.wsgi:application",
+                    "--bind",
+                    f"{host}:{port}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                    "--graceful-timeout",
+                    "5",
+                ],
+                env,
             )
         )
-        children.append(
-            (
-                "Celery worker",
-                _start(
-                    "Celery worker",
-                    celery_worker_argv("lynx@%h", concurrency=2),
-                    env,
-                ),
-            )
-        )
-        children.append(
-            (
-                "Celery beat",
-                _start(
-                    "Celery beat",
-                    celery_beat_argv(var_dir / "celerybeat-schedule"),
-                    env,
-                ),
-            )
-        )
+        children.append(_child("Celery worker", celery_worker_argv("lynx@%h", concurrency=2), env))
+        children.append(_child("Celery beat", celery_beat_argv(var_dir / "celerybeat-schedule"), env))
         database = "PostgreSQL" if "postgres" in settings.DATABASES["default"]["ENGINE"] else "SQLite"
         print(
             f"\nLynx is up: http://{host}:{port}  (database: {database}, broker: "
-            f"{'REDIS_URL' if redis_proc is None else 'embedded Redis'})\n"
+            f"{'REDIS_URL' if redis_child is None else 'embedded Redis'})\n"
             "Log in as admin (the password was printed when the account was created, "
             "or is LYNX_ADMIN_PASSWORD).\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
-        while not stopping:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    print(f"lynx: the {name} exited ({proc.returncode}); stopping", flush=True)
-                    stopping = True
-            time.sleep(0.5)
+        # A child that exits is started again on its own; only Ctrl-C (or SIGTERM) stops Lynx.
+        keep_running([*([redis_child] if redis_child else []), *children], lambda: stopping)
     finally:
-        for name, proc in reversed(children):
-            _stop(name, proc)
+        for child in reversed(children):
+            child.stop()
         from scoring import control
 
         stopped = control.stop_all(settings.LYNX_LOCAL_DIR)
         if stopped:
             print(f"lynx: stopped {stopped} local deployment(s); the next run brings them back", flush=True)
-        if redis_proc is not None:
-            _stop("embedded Redis", redis_proc)
+        if redis_child is not None:
+            redis_child.stop()
             (var_dir / "redis.sock").unlink(missing_ok=True)
     return 0
 
