@@ -297,8 +297,8 @@ def _tail(path: Path, lines: int) -> str:
 
 
 def _tail_rotated(path: Path, lines: int) -> str:
-    """`_tail` of a log written by a RotatingFileHandler, reaching into <path>.1 when the current file is short,
-    so the panel does not go blank just after a rotation."""
+    """`_tail` of a log that a RotatingFileHandler writes: it reaches into <path>.1 when the current file is
+    short, so the panel does not go blank just after a rotation."""
     text = _tail(path, lines)
     count = len(text.split("\n")) if text else 0
     if count >= lines:
