@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 from django import forms
-from django.contrib.auth import password_validation
+from django.contrib.auth import get_user_model, password_validation
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 
 from dashboard.roles import ROLES
@@ -130,10 +130,18 @@ class NewPersonForm(PersonForm):
     )
     email = forms.EmailField(required=False, help_text="Expiry warnings go here.")
     password = forms.CharField(
-        widget=forms.PasswordInput, help_text="At least 8 characters; tell them in person."
+        widget=forms.PasswordInput,
+        help_text="At least 8 characters, not a common one, not all digits, not like the username; "
+        "tell them in person.",
     )
 
-    def clean_password(self) -> str:
-        password = self.cleaned_data["password"]
-        password_validation.validate_password(password)
-        return password
+    def clean(self) -> dict:
+        data = super().clean()
+        if password := data.get("password"):
+            # The would-be user, so the similarity check can compare the password with the name and email.
+            user = get_user_model()(username=data.get("username", ""), email=data.get("email", ""))
+            try:
+                password_validation.validate_password(password, user)
+            except forms.ValidationError as exc:
+                self.add_error("password", exc)
+        return data

@@ -7,9 +7,11 @@ import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.roles import ROLES
 from deployments.models import RegisteredModel
@@ -41,6 +43,7 @@ class Command(BaseCommand):
         users = get_user_model()
         if not users.objects.filter(username="admin").exists():
             password = os.environ.get("LYNX_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            self._check_admin_password(password, users(username="admin", email="admin@localhost"))
             users.objects.create_superuser("admin", "admin@localhost", password)
             shown = "from LYNX_ADMIN_PASSWORD" if os.environ.get("LYNX_ADMIN_PASSWORD") else password
             self.stdout.write(
@@ -58,3 +61,14 @@ class Command(BaseCommand):
                 description="A small CNN trained on scikit-learn's handwritten digits; takes JPEG/PNG bytes.",
             )
             self.stdout.write(f"Registered the demo model {model}.")
+
+    def _check_admin_password(self, password: str, user: AbstractBaseUser) -> None:
+        """Django's password validators on LYNX_ADMIN_PASSWORD: production refuses a weak one, a laptop
+        warns."""
+        try:
+            password_validation.validate_password(password, user)
+        except ValidationError as exc:
+            problem = f"LYNX_ADMIN_PASSWORD is weak: {' '.join(exc.messages)}"
+            if settings.PRODUCTION:
+                raise CommandError(f"{problem} LYNX_ENV=production refuses it; choose another.") from None
+            self.stderr.write(f"Warning: {problem} Fine on a laptop; production would refuse it.")
