@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -124,6 +125,7 @@ INSTALLED_APPS = [
     "dashboard",
     "deployments",
     "scoring",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -136,6 +138,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns a lockout into the login page
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -143,6 +146,21 @@ WSGI_APPLICATION = "dashboard.wsgi.application"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Login throttling (django-axes) ------------------------------------------------------------------
+# Failures are counted per username and address together: a guesser is stopped, and nobody can lock a
+# colleague out from elsewhere. The lockout names no account state; `manage.py axes_reset_username` lifts one.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LYNX_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LYNX_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "dashboard.views.login.client_ip"
+AXES_LOCKOUT_CALLABLE = "dashboard.views.login.lockout"
+AXES_ENABLE_ADMIN = False  # the admin is read-only; attempts are in the database and the log
 
 TEMPLATES = [
     {
