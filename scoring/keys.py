@@ -100,7 +100,10 @@ class KeyStore:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False
-        presented = token.strip().encode()
+        try:
+            presented = token.strip().encode()
+        except UnicodeEncodeError:  # bytes that were not UTF-8 on the wire (aiohttp keeps them as surrogates)
+            return False
         # Compare with every key, without stopping early: timing says nothing about which one matched.
         matches = [hmac.compare_digest(presented, key) for key in self._accepted]
         return any(matches)

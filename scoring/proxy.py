@@ -14,10 +14,11 @@ import asyncio
 import itertools
 import json
 import logging
+import resource
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -33,14 +34,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 100 * 1024 * 1024
+# 32 MiB: a 12-megapixel photo is 3-8 MB as JPEG and up to ~25 MB as PNG, and a third more in base64 JSON; the
+# dashboard's own test images are at most 10 MiB. A bigger body is refused with 413 before it is read (its
+# Content-Length says so) or as soon as the stream passes the limit. One constant for now, not per deployment.
+MAX_BODY_BYTES = 32 * 2**20
+# A connection must finish a request's headers within this many seconds of opening (or of its previous
+# answer), then it is closed: half-open connections and header tricklers (slowloris) hold no socket for long.
+# HTTP clients send their headers in one write; this is also how long an idle keep-alive connection stays.
+HEADER_TIMEOUT_S = 5.0
+# Client connections at once; more are closed as soon as accepted, so a flood cannot take every file
+# descriptor (the replicas' connections, logs and the status file need some too).
+MAX_CONNECTIONS = 1000
+# A body that stops arriving for this long is answered 408: while it streams, a replica's thread waits for it.
+BODY_IDLE_TIMEOUT_S = 30.0
+# Bodies up to this size are kept while forwarded, so a request to a replica that died can be sent again to
+# another one; a bigger body is streamed once and not retried.
+REPLAY_MAX_BYTES = 2**20
 # Connection-level headers (RFC 9110 7.6.1) stay on their hop; the key stays at the front door, so user code
 # in a replica never sees it.
 _REQUEST_DROP = frozenset(
     h.lower()
     for h in (
         "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
-        "Content-Length", "Authorization", "Proxy-Authorization",
+        "Expect", "Authorization", "Proxy-Authorization",
     )
 )  # fmt: skip
 _RESPONSE_DROP = frozenset(
@@ -58,6 +74,84 @@ def _json_error(status: int, message: str, headers: dict[str, str] | None = None
     )  # fmt: skip
 
 
+def _too_large() -> web.Response:
+    return _json_error(413, f"The request body is over the limit of {MAX_BODY_BYTES // 2**20} MiB.")
+
+
+class _BodyRefused(Exception):
+    """Raised inside the upstream request's body: the client's body, not the replica, ended the request."""
+
+
+class _RequestBody:
+    """The client's body, read only as fast as a replica takes it, so the proxy never holds it whole."""
+
+    def __init__(self, request: web.BaseRequest, stats: ProxyStats) -> None:
+        self._content = request.content
+        self._stats = stats
+        self.received = 0
+        self._kept: list[bytes] | None = []  # what was read so far while small enough to send again
+        self.refusal: web.Response | None = None
+
+    @property
+    def replayable(self) -> bool:
+        return self._kept is not None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for chunk in list(self._kept or ()):  # a retry: first what the replica that failed was sent
+            yield chunk
+        while True:
+            try:
+                async with asyncio.timeout(BODY_IDLE_TIMEOUT_S):
+                    chunk = await self._content.readany()
+            except TimeoutError:
+                self._refuse(408, f"No byte of the request body came for {BODY_IDLE_TIMEOUT_S:g} s.")
+            except Exception:  # the client went away or broke its chunked encoding: nobody to answer
+                self._refuse(400, "The request body was cut short.")
+            if not chunk:
+                return
+            self.received += len(chunk)
+            if self.received > MAX_BODY_BYTES:
+                self.refusal = _too_large()
+                self._stats.too_large += 1
+                raise _BodyRefused
+            if self._kept is not None:
+                self._kept = self._kept + [chunk] if self.received <= REPLAY_MAX_BYTES else None
+            yield chunk
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.refusal = _json_error(status, message)
+        self._stats.bad_bodies += 1
+        raise _BodyRefused
+
+
+class _CappedServer(web.Server):
+    """aiohttp's low-level server, closing the connections over a cap as soon as they are accepted."""
+
+    def __init__(self, handler, *, max_connections: int, stats: ProxyStats, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._max_connections = max_connections
+        self._stats = stats
+
+    def connection_made(self, handler, transport) -> None:
+        super().connection_made(handler, transport)
+        if len(self._connections) > self._max_connections:
+            self._stats.refused_connections += 1
+            handler.force_close()  # it leaves the count in connection_lost
+
+
+def _raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's soft limit on open files towards `wanted` (unprivileged up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
 class ProxyStats:
     def __init__(self) -> None:
         self.requests = 0
@@ -67,6 +161,10 @@ class ProxyStats:
         self.no_replica = 0
         self.upstream_errors = 0
         self.retries = 0
+        self.too_large = 0  # 413s
+        self.bad_bodies = 0  # bodies that stalled or were cut short
+        self.refused_connections = 0  # closed at once: over MAX_CONNECTIONS
+        self.internal_errors = 0  # bugs in the proxy, answered 500
         self.latencies_ms: deque[float] = deque(maxlen=2048)
         self.batched_requests = 0  # answers that carried X-Lynx-Batch-Size
         self.model_calls = 0.0  # the sum of 1/size over those answers: each call counted once
@@ -96,6 +194,10 @@ class ProxyStats:
             "no_replica": self.no_replica,
             "upstream_errors": self.upstream_errors,
             "retries": self.retries,
+            "too_large": self.too_large,
+            "bad_bodies": self.bad_bodies,
+            "refused_connections": self.refused_connections,
+            "internal_errors": self.internal_errors,
             "batched_requests": self.batched_requests,
             "model_calls": round(self.model_calls),
             "avg_batch_size": average_batch_size(self.batched_requests, self.model_calls),
@@ -143,7 +245,18 @@ class FrontProxy:
                 client_max_size=MAX_BODY_BYTES,
             )
 
-        server = web.Server(self._handle, request_factory=make_request, access_log=None)
+        # The upstream pool (up to 512) and the supervisor's own files need descriptors besides the clients'.
+        open_files = _raise_open_files_limit(2 * MAX_CONNECTIONS)
+        server = _CappedServer(
+            self._handle,
+            max_connections=min(MAX_CONNECTIONS, open_files // 2),
+            stats=self.stats,
+            request_factory=make_request,
+            access_log=None,
+            # aiohttp arms this timer when a connection opens and after each answer, and closes the connection
+            # if no complete request head has arrived when it fires: the header timeout.
+            keepalive_timeout=HEADER_TIMEOUT_S,
+        )
         self._runner = web.ServerRunner(server, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024)
@@ -168,10 +281,15 @@ class FrontProxy:
         stats.in_flight += 1
         try:
             response = await self._route(request)
+        except Exception:  # a bug here must cost one request a 500, never the supervisor or the connection
+            stats.internal_errors += 1
+            logger.exception("proxy error on %s %s", request.method, request.path)
+            response = _json_error(500, "The scoring proxy failed on this request; see supervisor.log.")
         finally:
             stats.in_flight -= 1
         stats.responses[f"{response.status // 100}xx"] += 1
-        if request.path != "/" and response.status != 401:  # scoring latency: not health checks or bad keys
+        # Scoring latency: not health checks, nor what the proxy refused by itself (bad keys, big bodies).
+        if request.path != "/" and response.status not in (401, 408, 413):
             stats.latencies_ms.append((time.perf_counter() - started) * 1000)
         return response
 
@@ -187,7 +305,13 @@ class FrontProxy:
                 {"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
         self.stats.last_request_at = time.time()
-        body = await request.read()
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            self.stats.too_large += 1
+            return _too_large()  # before a byte of it is read
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # what aiohttp's router does
+            request.writer.output_size = 0
+        body = _RequestBody(request, self.stats) if request.body_exists else None
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP)
         if request.remote:
             headers["X-Forwarded-For"] = request.remote
@@ -201,20 +325,22 @@ class FrontProxy:
             replica = candidates[next(self._turn) % len(candidates)]
             try:
                 return await self._forward(replica, request, headers, body)
-            except _RETRYABLE as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
+                if body is not None and body.refusal is not None:
+                    return body.refusal
+                if not isinstance(error, _RETRYABLE) or (body is not None and not body.replayable):
+                    logger.warning("%s: %s", replica.name, error.__class__.__name__)
+                    break
                 # Refused or dropped before an answer (the replica died or is restarting). Scoring
                 # requests are pure functions of their body, so one retry on another replica is safe.
                 logger.warning("%s: %s, retrying once", replica.name, error.__class__.__name__)
                 self.stats.retries += 1
                 tried = replica
-            except (TimeoutError, aiohttp.ClientError) as error:
-                logger.warning("%s: %s", replica.name, error.__class__.__name__)
-                break
         self.stats.upstream_errors += 1
         return _json_error(502, "The replica failed to answer the request.")
 
     async def _forward(
-        self, replica: Replica, request: web.BaseRequest, headers: CIMultiDict, body: bytes
+        self, replica: Replica, request: web.BaseRequest, headers: CIMultiDict, body: _RequestBody | None
     ) -> web.Response:
         slots = self._slots.get(replica)
         if slots is None:
@@ -225,7 +351,7 @@ class FrontProxy:
             async with slots:
                 url = URL(f"http://127.0.0.1:{replica.port}{request.raw_path}", encoded=True)
                 async with self._session.request(
-                    request.method, url, headers=headers, data=body, allow_redirects=False
+                    request.method, url, headers=headers, data=body and body.chunks(), allow_redirects=False
                 ) as upstream:
                     payload = await upstream.read()
                     self.stats.count_batch(replica, upstream.headers.get(BATCH_SIZE_HEADER))
