@@ -73,13 +73,14 @@ def spawn(
     max_batch_size: int = 32,  # ReplicaSpec's defaults (not imported: this module stays standard-library)
     max_batch_wait_ms: int = 5,
     ready_timeout_s: float = 120.0,
+    sandbox: bool = True,
 ) -> int:
     """Start a detached supervisor (its own session, so it outlives the caller) and return its pid at once.
 
     It returns as soon as the supervisor holds the state directory's lock (so `is_running()` is true and
     `stop()` works), or has exited; readiness is not awaited: poll `read_status()`. The supervisor's output
-    goes to <state_dir>/supervisor.log; if it refuses to start (exit code 2, 3 or 4, see scoring.state_dir)
-    the reason is there.
+    goes to <state_dir>/supervisor.log; if it refuses to start (exit code 2 to 5, see scoring.state_dir)
+    the reason is there. sandbox=False runs the replicas without the sandbox (scoring.sandbox).
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -97,6 +98,8 @@ def spawn(
         "--max-batch-wait-ms", str(int(max_batch_wait_ms)),
         "--ready-timeout", str(float(ready_timeout_s)),
     ]  # fmt: skip
+    if not sandbox:
+        command.append("--no-sandbox")
     launched = subprocess.run(
         [sys.executable, "-c", _LAUNCHER, str(state_dir / SUPERVISOR_LOG), *command],
         cwd=_PACKAGE_ROOT,  # so that `-m scoring.runtime` resolves even when Lynx is not installed
@@ -192,9 +195,15 @@ def _known_pids(status: dict[str, Any] | None) -> set[int]:
     pids: set[int] = set()
     for group in ("replicas", "retiring"):
         for replica in (status or {}).get(group, []):
-            pids.update(p for p in [replica.get("pid"), *replica.get("worker_pids", [])] if p)
+            pids.update(
+                p
+                for p in [replica.get("pid"), replica.get("server_pid"), *replica.get("worker_pids", [])]
+                if p
+            )
     for replica in (status or {}).get("rollout", {}).get("replicas", []):
-        pids.update(p for p in [replica.get("pid"), *replica.get("worker_pids", [])] if p)
+        pids.update(
+            p for p in [replica.get("pid"), replica.get("server_pid"), *replica.get("worker_pids", [])] if p
+        )
     return pids
 
 

@@ -220,19 +220,11 @@ class FrontProxy:
         self.stats = ProxyStats()
         self._turn = itertools.count()
         self._slots: weakref.WeakKeyDictionary[Replica, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}  # a keep-alive pool per replica socket
         self._runner: web.ServerRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
         """Bind and serve; raises OSError when the port is taken."""
-        connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=30, ttl_dns_cache=None)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,  # pass bodies through byte for byte, with their Content-Encoding
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600),
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
 
         def make_request(message, payload, protocol, writer, task) -> web.BaseRequest:
             return web.BaseRequest(
@@ -270,9 +262,29 @@ class FrontProxy:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
-        if self._session:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def _session_for(self, replica: Replica) -> aiohttp.ClientSession:
+        """The pool to a replica: each listens on a Unix socket of its own (scoring.replicas), not a port."""
+        path = str(replica.socket_path)
+        session = self._sessions.get(path)
+        if session is None or session.closed:
+            session = self._sessions[path] = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=path, limit=512, keepalive_timeout=30),
+                auto_decompress=False,  # pass bodies through byte for byte, with their Content-Encoding
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=600),
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return session
+
+    async def forget(self, replica: Replica) -> None:
+        """Close the pool to a replica that exited: a restart on the same socket starts afresh."""
+        session = self._sessions.pop(str(replica.socket_path), None)
+        if session is not None:
+            await session.close()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -349,8 +361,8 @@ class FrontProxy:
         replica.requests += 1
         try:
             async with slots:
-                url = URL(f"http://127.0.0.1:{replica.port}{request.raw_path}", encoded=True)
-                async with self._session.request(
+                url = URL(f"http://{replica.name}{request.raw_path}", encoded=True)
+                async with self._session_for(replica).request(
                     request.method, url, headers=headers, data=body and body.chunks(), allow_redirects=False
                 ) as upstream:
                     payload = await upstream.read()

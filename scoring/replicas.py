@@ -1,5 +1,6 @@
-"""Replica processes: each is Microsoft's inference server (gunicorn + azureml_inference_server_http) on an
-internal loopback port, running the deployment's entry script against the model laid out as AKS does it.
+"""Replica processes: each is Microsoft's inference server (gunicorn + azureml_inference_server_http) on a
+Unix socket in the deployment's state directory, running the deployment's entry script against the model laid
+out as AKS does it, inside the sandbox (scoring.sandbox) unless the supervisor was told --no-sandbox.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from .netutil import free_port
+from . import sandbox
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 SERVER_APP = "azureml_inference_server_http.server.entry:app"
@@ -38,6 +39,9 @@ _DROPPED_PREFIXES = ("LYNX_", "DJANGO_", "CELERY_", "AZUREML_", "AML_")
 # creeping up under repeated load, at no cost in throughput measured (bench.replica_memory). A value set in
 # the supervisor's environment (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES) is kept.
 MALLOC_ARENA_MAX = "2"
+RUN_DIR = "run"  # run/<replica>/: a replica's one writable directory, with its socket
+SOCKET_NAME = "replica.sock"
+_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last a NUL
 
 
 class SpecError(ValueError):
@@ -203,19 +207,41 @@ def _die_with_parent(parent_pid: int):
     return preexec
 
 
+@dataclass(frozen=True)
+class Confinement:
+    """How the supervisor's replicas are sandboxed: the bwrap binary, and what every sandbox hides."""
+
+    binary: str
+    hidden: tuple[Path, ...]  # Lynx's var/, the state directory, the key file
+    uid: int | None  # the uid replicas drop to (Lynx runs as root), or None
+
+
 class Replica:
     """One replica process and what the supervisor knows about it."""
 
-    def __init__(self, *, index: int, generation: int, spec: ReplicaSpec, env: dict, state_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        index: int,
+        generation: int,
+        spec: ReplicaSpec,
+        env: dict,
+        state_dir: Path,
+        model_dir: Path | None = None,
+        confinement: Confinement | None = None,
+    ) -> None:
         self.index = index
         self.name = f"replica-{index}"
         self.generation = generation
         self.spec = spec
         self.env = env
         self.state_dir = state_dir
+        self.model_dir = model_dir
+        self.confinement = confinement
         self.log_path = state_dir / "logs" / f"{self.name}.log"
+        self.private_dir = state_dir / RUN_DIR / self.name
+        self.socket_path = self.private_dir / SOCKET_NAME
         self.process: subprocess.Popen | None = None
-        self.port = 0
         self.state = "starting"
         self.restarts = 0
         self.exit_code: int | None = None
@@ -234,14 +260,26 @@ class Replica:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    @property
+    def sandboxed(self) -> bool:
+        return self.confinement is not None
+
     def start(self) -> None:
-        """Start (or restart) the process on a fresh internal port."""
-        self.port = free_port()
+        """Start (or restart) the process, listening on its Unix socket."""
         self.state, self.exit_code, self.ready_at, self.probe_failures = "starting", None, None, 0
         self.stopping = False
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise OSError(
+                f"the socket path {self.socket_path} is too long for a Unix socket: "
+                "use a shorter state directory"
+            )
+        sandbox.prepare_private_dir(self.private_dir)
+        self.socket_path.unlink(missing_ok=True)  # left by an earlier supervisor's replica of the same name
         command = [
             sys.executable, "-m", "gunicorn",
-            "--bind", f"127.0.0.1:{self.port}",
+            # A Unix socket, not a port: nothing but the front proxy (root, or Lynx's user) can reach it, so
+            # nothing answers /score without a key; and inside the sandbox there is no network to listen on.
+            "--bind", f"unix:{self.socket_path}",
             "--workers", "1",
             "--threads", str(self.spec.threads),
             "--timeout", "300",
@@ -253,6 +291,10 @@ class Replica:
             "--config", str(GUNICORN_CONF),
             SERVER_APP,
         ]  # fmt: skip
+        env = self.env
+        if self.confinement is not None:
+            command = sandbox.command(self.confinement.binary, self._plan(), command)
+            env = sandbox.environment(self.env)  # bwrap's own, too: it stays pid 1 in the sandbox
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -263,11 +305,24 @@ class Replica:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                env=self.env,
+                cwd=self.private_dir,
+                env=env,
                 preexec_fn=_die_with_parent(os.getpid()),
             )
         self.started_at = time.time()
+
+    def _plan(self) -> sandbox.Plan:
+        assert self.confinement is not None
+        read_only = [Path(self.spec.model_path), Path(self.spec.entry_script).parent]
+        if self.model_dir is not None:
+            read_only.append(app_root(self.model_dir))
+        return sandbox.Plan(
+            lynx_root=LYNX_ROOT,
+            hidden=self.confinement.hidden,
+            read_only=read_only,
+            private_dir=self.private_dir,
+            uid=self.confinement.uid,
+        )
 
     def poll(self) -> int | None:
         return self.process.poll() if self.process else 0
@@ -275,14 +330,20 @@ class Replica:
     def terminate(self) -> None:
         self.stopping = True
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            # Sandboxed, the process is bwrap, which would die at once and take gunicorn down with SIGKILL:
+            # the server itself gets the SIGTERM, finishes its requests, and bwrap exits after it.
+            server = self._server(self.processes()) if self.sandboxed else None
+            try:
+                (server or self.process).send_signal(signal.SIGTERM)
+            except (psutil.Error, ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.kill()
 
     def processes(self) -> list[psutil.Process]:
-        """The arbiter and its workers, while they run."""
+        """Its processes while they run: bwrap's two when sandboxed, then gunicorn's arbiter and workers."""
         if not self.process or self.process.poll() is not None:
             return []
         try:
@@ -291,8 +352,28 @@ class Replica:
         except psutil.Error:
             return []
 
+    @staticmethod
+    def _server(processes: list[psutil.Process]) -> psutil.Process | None:
+        """gunicorn's arbiter: the first process of the tree that is not bwrap."""
+        for process in processes:
+            try:
+                if process.name() != "bwrap":
+                    return process
+            except psutil.Error:
+                continue
+        return None
+
     def describe(self, processes: list[psutil.Process] | None = None) -> dict[str, Any]:
         processes = self.processes() if processes is None else processes
+        server = self._server(processes)
+        workers: list[int] = []
+        uid = None
+        if server is not None:
+            try:
+                workers = [p.pid for p in server.children()]
+                uid = server.uids().real
+            except psutil.Error:
+                pass
         rss = 0
         for process in processes:
             try:
@@ -301,9 +382,12 @@ class Replica:
                 pass
         return {
             "name": self.name,
-            "pid": self.pid,
-            "worker_pids": [p.pid for p in processes[1:]],
-            "port": self.port,
+            "pid": self.pid,  # kill it and the replica is gone (bwrap takes its sandbox down with it)
+            "server_pid": server.pid if server else None,
+            "worker_pids": workers,
+            "socket": str(self.socket_path),
+            "sandboxed": self.sandboxed,
+            "uid": uid,
             "state": self.state,
             "restarts": self.restarts,
             "generation": self.generation,

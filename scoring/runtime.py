@@ -5,7 +5,9 @@
 
 It prints the scoring URI once listening. Ctrl-C or SIGTERM stops everything it started and exits 0.
 SIGUSR1 restarts dead replicas; SIGUSR2 rolls to <state-dir>/desired.json. See scoring.supervisor.
-Exit codes: 0 stopped, 2 bad arguments, 3 state directory in use by another supervisor, 4 port in use.
+Replicas run in a bubblewrap sandbox (scoring.sandbox); --no-sandbox runs them as this process's user instead.
+Exit codes: 0 stopped, 2 bad arguments, 3 state directory in use by another supervisor, 4 port in use,
+5 the sandbox cannot start here (and --no-sandbox was not given).
 """
 
 from __future__ import annotations
@@ -13,13 +15,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from . import sandbox, supervisor_log
 from .keys import KeyFileError, Keys, KeyStore, check_key_file_private
-from .replicas import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_WAIT_MS, ReplicaSpec, SpecError, lay_out_model
-from .state_dir import EXIT_CONFIG, EXIT_LOCKED, acquire_lock, lock_holder_pid
+from .replicas import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_WAIT_MS,
+    LYNX_ROOT,
+    Confinement,
+    ReplicaSpec,
+    SpecError,
+    app_root,
+    lay_out_model,
+)
+from .state_dir import EXIT_CONFIG, EXIT_LOCKED, EXIT_NO_SANDBOX, acquire_lock, lock_holder_pid
 
 logger = logging.getLogger("scoring.runtime")
 
@@ -52,7 +66,44 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ready-timeout", type=float, default=120.0, help="seconds a generation may take to be ready"
     )
+    serve.add_argument(
+        "--no-sandbox", action="store_true",
+        help="run replicas as this user, with all it can read and reach (default: a bubblewrap sandbox)",
+    )  # fmt: skip
     return parser
+
+
+def _confinement(args: argparse.Namespace, state_dir: Path) -> tuple[Confinement | None, dict[str, Any]]:
+    """How replicas are confined, and what status.json says about it. Raises SandboxError when the sandbox
+    is wanted and cannot start."""
+    if args.no_sandbox:
+        available = sandbox.availability()
+        reason = "the supervisor was started with --no-sandbox"
+        if not available.available:
+            reason += f" ({available.reason})"
+        note = sandbox.unsandboxed_note(sandbox.Availability(False, None, reason))
+        return None, {"enabled": False, "engine": sandbox.ENGINE, "note": note, "uid": os.geteuid()}
+    available = sandbox.availability()
+    if not available.available:
+        raise sandbox.SandboxError(f"{available.message} Or pass --no-sandbox to run replicas unsandboxed.")
+    # Hidden wherever a bind would show them: Lynx's var/ (secrets, database, every deployment), this
+    # deployment's state directory (its key file) and the key file wherever it is.
+    hidden = [LYNX_ROOT / "var", state_dir]
+    if os.environ.get("LYNX_VAR_DIR"):
+        hidden.append(Path(os.environ["LYNX_VAR_DIR"]).resolve())
+    if args.key_file is not None:
+        hidden.append(args.key_file.expanduser().resolve())
+    uid = sandbox.SANDBOX_UID if sandbox.drops_privileges() else None
+    confinement = Confinement(binary=str(available.binary), hidden=tuple(hidden), uid=uid)
+    status = {
+        "enabled": True,
+        "engine": sandbox.ENGINE,
+        "uid": sandbox.sandbox_uid(),
+        "network": "none",
+        "note": "Replicas run in a bubblewrap sandbox: no network, no Lynx files but their own model and "
+        "entry script, " + (f"as uid {uid}." if uid is not None else "as Lynx's user."),
+    }
+    return confinement, status
 
 
 def _key_store(args: argparse.Namespace) -> KeyStore:
@@ -106,22 +157,42 @@ def serve(args: argparse.Namespace) -> int:
         )
         return EXIT_LOCKED
     try:
+        confinement, sandbox_status = _confinement(args, state_dir)
+    except sandbox.SandboxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NO_SANDBOX
+    try:
         model_dir = lay_out_model(state_dir, spec)
+        if confinement is not None and confinement.uid is not None:
+            paths = [Path(spec.model_path), Path(spec.entry_script).parent, app_root(model_dir)]
+            sandbox.grant_read(paths, confinement.uid, sandbox.SANDBOX_GID)
     except (SpecError, OSError) as error:
         print(f"error: cannot lay out the model: {error}", file=sys.stderr)
         return EXIT_CONFIG
     logger.info("state directory %s, model %s, %s replica(s)", state_dir, model_dir, spec.replicas)
+    logger.info("%s", sandbox_status["note"])
     from .supervisor import Supervisor  # aiohttp and friends: imported after the lock, so it is taken sooner
 
-    supervisor = Supervisor(state_dir=state_dir, port=args.port, spec=spec, model_dir=model_dir, keys=keys)
+    supervisor = Supervisor(
+        state_dir=state_dir,
+        port=args.port,
+        spec=spec,
+        model_dir=model_dir,
+        keys=keys,
+        confinement=confinement,
+        sandbox_status=sandbox_status,
+    )
     return asyncio.run(supervisor.run())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    if args.state_dir is not None:  # control.spawn() always gives one: the log goes there, rotated
+        supervisor_log.configure(args.state_dir.expanduser().resolve())
+    else:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
     return serve(args)
 
 

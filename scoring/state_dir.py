@@ -21,6 +21,7 @@ EXIT_FAILED = 1  # unexpected error
 EXIT_CONFIG = 2  # bad arguments, entry script or model missing, unusable key file
 EXIT_LOCKED = 3  # another supervisor already serves this state directory
 EXIT_PORT_IN_USE = 4  # the front port could not be bound
+EXIT_NO_SANDBOX = 5  # the sandbox cannot start here, and --no-sandbox was not given
 
 
 def acquire_lock(state_dir: Path, *, wait_s: float = 0.5) -> int | None:

@@ -17,13 +17,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
 
+from . import sandbox
 from .fsutil import atomic_write_json, read_json
 from .keys import KeyStore
 from .proxy import FrontProxy
-from .replicas import GRACEFUL_TIMEOUT_S, Replica, ReplicaSpec, SpecError, lay_out_model, replica_environment
+from .replicas import (
+    GRACEFUL_TIMEOUT_S,
+    Confinement,
+    Replica,
+    ReplicaSpec,
+    SpecError,
+    app_root,
+    lay_out_model,
+    replica_environment,
+)
 from .state_dir import DESIRED_FILE, EXIT_OK, EXIT_PORT_IN_USE, STATUS_FILE
 
 logger = logging.getLogger(__name__)
@@ -40,9 +49,19 @@ def _now_iso() -> str:
 
 class Supervisor:
     def __init__(
-        self, *, state_dir: Path, port: int, spec: ReplicaSpec, model_dir: Path, keys: KeyStore
+        self,
+        *,
+        state_dir: Path,
+        port: int,
+        spec: ReplicaSpec,
+        model_dir: Path,
+        keys: KeyStore,
+        confinement: Confinement | None = None,
+        sandbox_status: dict[str, Any] | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.confinement = confinement  # None: replicas run unsandboxed (--no-sandbox)
+        self.sandbox_status = sandbox_status or {"enabled": confinement is not None, "engine": sandbox.ENGINE}
         self.port = port
         self.spec = spec
         self.model_dir = model_dir  # AZUREML_MODEL_DIR of the serving generation, laid out by the caller
@@ -64,7 +83,6 @@ class Supervisor:
         self._roll_requested = False
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
-        self._probes: aiohttp.ClientSession | None = None
         self._me = psutil.Process()
 
     @property
@@ -82,10 +100,6 @@ class Supervisor:
         except OSError as error:
             logger.error("cannot listen on 127.0.0.1:%s: %s", self.port, error.strerror or error)
             return EXIT_PORT_IN_USE
-        self._probes = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
-            connector=aiohttp.TCPConnector(force_close=True),
-        )
         print(self.scoring_uri, flush=True)
         self.state = "running"
         writer = asyncio.get_running_loop().create_task(self._write_status_loop())
@@ -121,6 +135,12 @@ class Supervisor:
 
     # ---- replicas ------------------------------------------------------------------------------------------
 
+    def grant_sandbox_read(self, spec: ReplicaSpec, model_dir: Path) -> None:
+        """Let the sandbox's user read what a generation needs (sandbox.SandboxError when it cannot)."""
+        if self.confinement is not None and self.confinement.uid is not None:
+            paths = [Path(spec.model_path), Path(spec.entry_script).parent, app_root(model_dir)]
+            sandbox.grant_read(paths, self.confinement.uid, sandbox.SANDBOX_GID)
+
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -144,7 +164,13 @@ class Supervisor:
         env = replica_environment(dict(os.environ), state_dir=self.state_dir, model_dir=model_dir, spec=spec)
         return [
             Replica(
-                index=next(self._indexes), generation=generation, spec=spec, env=env, state_dir=self.state_dir
+                index=next(self._indexes),
+                generation=generation,
+                spec=spec,
+                env=env,
+                state_dir=self.state_dir,
+                model_dir=model_dir,
+                confinement=self.confinement,
             )
             for _ in range(spec.replicas)
         ]
@@ -157,7 +183,8 @@ class Supervisor:
             replica.state, replica.exit_code = "dead", None
             self._changed_now()
             return
-        logger.info("%s: started, pid %s, port %s", replica.name, replica.pid, replica.port)
+        how = "sandboxed" if replica.sandboxed else "unsandboxed"
+        logger.info("%s: started %s, pid %s, socket %s", replica.name, how, replica.pid, replica.socket_path)
         self._changed_now()
         self._spawn(self._watch(replica, replica.process))
 
@@ -173,9 +200,10 @@ class Supervisor:
                     log = logger.info if replica.stopping else logger.warning
                     log("%s: exited with code %s", replica.name, code)
                     self._changed_now()
+                await self.proxy.forget(replica)
                 break
             if probe is None and time.monotonic() >= next_probe and not replica.stopping:
-                probe = asyncio.get_running_loop().create_task(self._probe(replica.port))
+                probe = asyncio.get_running_loop().create_task(self._probe(replica.socket_path))
             if probe is not None and probe.done():
                 self._record_probe(replica, probe.result())
                 probe = None
@@ -184,13 +212,21 @@ class Supervisor:
         if probe is not None:
             probe.cancel()
 
-    async def _probe(self, port: int) -> bool:
+    async def _probe(self, socket_path: Path) -> bool:
+        """`GET /` on the replica's socket answers 200: the same way in as the proxy's."""
+        writer = None
         try:
-            async with self._probes.get(f"http://127.0.0.1:{port}/") as response:
-                await response.read()
-                return response.status == 200
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(str(socket_path))
+                writer.write(b"GET / HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                status_line = await reader.readline()
+            return status_line.split(b" ", 2)[1:2] == [b"200"]
+        except (TimeoutError, OSError, ValueError):
             return False
+        finally:
+            if writer is not None:
+                writer.close()
 
     def _record_probe(self, replica: Replica, healthy: bool) -> None:
         if healthy:
@@ -235,6 +271,7 @@ class Supervisor:
         while any(r.poll() is None for r in replicas):
             await asyncio.sleep(0.05)
         for replica in replicas:
+            await self.proxy.forget(replica)
             if replica.state != "dead":
                 replica.state, replica.exit_code = "dead", replica.poll()
                 logger.info("%s: stopped (exit code %s)", replica.name, replica.exit_code)
@@ -297,6 +334,7 @@ class Supervisor:
         try:
             spec = ReplicaSpec.from_mapping(desired)
             model_dir = lay_out_model(self.state_dir, spec)
+            self.grant_sandbox_read(spec, model_dir)
         except (SpecError, OSError, TypeError) as error:
             self._finish_rollout(rollout, f"invalid desired state: {error}")
             return
@@ -336,8 +374,6 @@ class Supervisor:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
-        if self._probes:
-            await self._probes.close()
         self.state = "stopped"
         self._changed.set()
 
@@ -378,6 +414,7 @@ class Supervisor:
             "replicas": [r.describe() for r in self.serving],
             "retiring": [r.describe() for r in self.retiring],
             "rollout": rollout,
+            "sandbox": self.sandbox_status,
             "stats": stats,
         }
         try:

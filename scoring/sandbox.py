@@ -1,0 +1,340 @@
+"""The replica sandbox: each inference server runs inside bubblewrap (`bwrap`), because an entry script is
+code its deployer wrote and Lynx runs.
+
+Inside, a replica sees the interpreter, its packages and Lynx's source read-only, its model, entry script
+and app root read-only, a private /tmp, and one writable directory of its own (where its Unix socket lives).
+It does not see Lynx's var/ (a tmpfs covers it), its own key file, other deployments, the host's processes
+(own PID namespace) or any network (own network namespace: the front proxy reaches it over the socket).
+When Lynx runs as root, the replica drops to an unprivileged uid before the server starts.
+
+Standard library only: `scoring.control` and the local backend probe availability with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ENGINE = "bubblewrap"
+BWRAP_ENV = "LYNX_BWRAP"  # the bwrap binary to use; default: `bwrap` on PATH
+SANDBOX_UID = 65534  # nobody: what replicas run as when Lynx runs as root
+SANDBOX_GID = 65534
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap; "
+    "Arch: pacman -S bubblewrap) and allow user namespaces (sysctl kernel.unprivileged_userns_clone=1; "
+    "on Ubuntu 24.04 also kernel.apparmor_restrict_unprivileged_userns=0); macOS and Windows have no sandbox"
+)
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group", "nsswitch.conf",
+    "hosts", "ssl", "ca-certificates", "ca-certificates.conf", "pki", "alternatives", "mime.types",
+    "os-release",
+)  # fmt: skip
+# What a replica's environment may hold, besides what scoring.replicas sets: the rest of the supervisor's
+# environment (a Celery worker's, with Django's secrets and the broker's URL) stays outside.
+_KEEP = frozenset(
+    {"LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "SERVICE_NAME"}
+)
+_KEEP_PREFIXES = ("LC_", "TF_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "KMP_", "XLA_", "AZUREML_", "AML_")
+_KEEP_PREFIXES += ("LYNX_MAX_BATCH", "PYTHON")
+# Runs as root inside the sandbox, then becomes the sandbox user for good: setuid away from 0 clears every
+# capability, and bwrap's no_new_privs keeps a setuid binary from bringing them back.
+_DROP_PRIVILEGES = (
+    "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
+    "os.umask(0o077); os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+class SandboxError(OSError):
+    """The sandbox cannot hold this replica (unavailable, or a file it needs is out of its reach)."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    binary: str | None
+    reason: str = ""  # why not, when not
+
+    @property
+    def engine(self) -> str:
+        return ENGINE
+
+    @property
+    def message(self) -> str:
+        if self.available:
+            return f"replicas run in a {ENGINE} sandbox ({self.binary})"
+        return f"the {ENGINE} sandbox cannot start: {self.reason}. To sandbox replicas, {INSTALL_HINT}."
+
+
+def unsandboxed_note(available: Availability) -> str:
+    """What the banner and the deployment page say when replicas run without the sandbox."""
+    return (
+        "Replicas run without a sandbox: an entry script can read what Lynx can read (its secrets, its "
+        f"database) and reach the network. Why: {available.reason}. To sandbox them, {INSTALL_HINT}."
+    )
+
+
+def bwrap_binary() -> str | None:
+    configured = os.environ.get(BWRAP_ENV)
+    if configured:
+        return configured
+    return shutil.which("bwrap") or next((p for p in ("/usr/bin/bwrap",) if os.path.exists(p)), None)
+
+
+def availability() -> Availability:
+    """Whether replicas can be sandboxed here: bwrap runs `true` with the namespaces replicas get. Probed once
+    per binary and cached."""
+    return _probe(bwrap_binary())
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(binary: str | None) -> Availability:
+    if not sys.platform.startswith("linux"):
+        return Availability(False, None, f"{ENGINE} needs Linux, and this is {sys.platform}")
+    if not binary or not os.path.exists(binary):
+        return Availability(False, None, f"{binary or 'bwrap'} is not installed")
+    command = [binary, *_namespace_flags(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    try:
+        done = subprocess.run(
+            [*command, "true"], env={}, capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        return Availability(False, binary, f"{binary} does not run ({error})")
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        return Availability(
+            False, binary, f"{binary} fails: {said[-1] if said else f'exit {done.returncode}'}"
+        )
+    return Availability(True, binary)
+
+
+def _namespace_flags() -> list[str]:
+    flags = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if os.geteuid() != 0:  # an unprivileged bwrap needs a user namespace for everything else
+        flags.insert(0, "--unshare-user")
+    return flags + ["--die-with-parent", "--new-session"]
+
+
+def drops_privileges() -> bool:
+    """True when replicas change uid in the sandbox: Lynx runs as root."""
+    return os.geteuid() == 0
+
+
+def sandbox_uid() -> int:
+    return SANDBOX_UID if drops_privileges() else os.geteuid()
+
+
+def environment(env: dict[str, str], *, home: str = "/tmp") -> dict[str, str]:
+    """The replica's environment inside the sandbox: what the inference server needs, and nothing else."""
+    kept = {name: value for name, value in env.items() if name in _KEEP or name.startswith(_KEEP_PREFIXES)}
+    kept.update(
+        {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "HOME": home,
+            "TMPDIR": "/tmp",
+            "PYTHONNOUSERSITE": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",  # everything it imports is read-only
+        }
+    )
+    return kept
+
+
+def interpreter_roots() -> list[Path]:
+    """The interpreter, the standard library and the virtual environment's packages."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    roots.add(str(Path(os.path.realpath(sys.executable)).parent.parent))
+    return sorted({Path(os.path.realpath(p)) for p in roots if p})
+
+
+class _Layout:
+    """bwrap arguments for a tree built from binds, each at its host path, with the directories leading to a
+    bind made 0755 (bwrap would make them 0700, which an unprivileged uid could not cross)."""
+
+    def __init__(self) -> None:
+        self.args: list[str] = []
+        self._mounts: list[tuple[Path, str]] = []  # (path, "host" | "scratch") in mount order
+
+    def _covering(self, path: Path) -> tuple[Path, str] | None:
+        best = None
+        for mount, kind in self._mounts:
+            if path == mount or mount in path.parents:
+                if best is None or len(mount.parts) >= len(best[0].parts):
+                    best = (mount, kind)
+        return best
+
+    def visible(self, path: Path) -> bool:
+        covering = self._covering(path)
+        return covering is not None and covering[1] == "host"
+
+    def _parents(self, path: Path) -> None:
+        for parent in reversed(path.parents):
+            if parent == Path("/"):
+                continue
+            covering = self._covering(parent)
+            if covering and (covering[0] == parent or covering[1] == "host"):
+                continue  # a mount point, or a directory of a host tree: already there
+            self.args += ["--perms", "0755", "--dir", str(parent)]
+            self._mounts.append((parent, "scratch"))
+
+    def bind(self, path: Path, *, writable: bool = False, try_: bool = False) -> None:
+        if try_ and not os.path.exists(path):
+            return
+        self._parents(path)
+        if path.is_symlink() and str(path) in _SYSTEM_DIRS:  # /lib -> usr/lib on a merged /usr
+            self.args += ["--symlink", os.readlink(path), str(path)]
+            return
+        flag = "--bind" if writable else "--ro-bind"
+        self.args += [flag, str(path), str(path)]
+        self._mounts.append((path, "host"))
+
+    def dev_bind(self, path: Path) -> None:
+        self._parents(path)
+        self.args += ["--dev-bind", str(path), str(path)]
+        self._mounts.append((path, "host"))
+
+    def tmpfs(self, path: Path, mode: str = "0755") -> None:
+        self._parents(path)
+        self.args += ["--perms", mode, "--tmpfs", str(path)]
+        self._mounts.append((path, "scratch"))
+
+    def mask(self, path: Path) -> None:
+        """Hide a host path that an earlier bind made visible: an empty tmpfs, or /dev/null for a file."""
+        if not self.visible(path) or not os.path.lexists(path):
+            return
+        if path.is_dir() and not path.is_symlink():
+            self.tmpfs(path)  # 0755: binds below it must stay reachable
+        else:
+            self.args += ["--ro-bind", "/dev/null", str(path)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one replica's sandbox holds."""
+
+    lynx_root: Path  # read-only: entry scripts import scoring.batching from it
+    hidden: Sequence[Path]  # Lynx's var/, the state directory, the key file: masked wherever they show
+    read_only: Sequence[Path]  # model, entry script directory, app root
+    private_dir: Path  # writable: the replica's socket lives here
+    uid: int | None  # drop to this uid (and SANDBOX_GID) inside; None: stay who we are
+
+
+def command(binary: str, plan: Plan, argv: Sequence[str]) -> list[str]:
+    """The command line that runs `argv` inside the sandbox. Start it with the replica's environment as
+    bwrap's whole environment (bwrap stays as pid 1 inside, and its /proc/1/environ is visible there)."""
+    layout = _Layout()
+    for name in _SYSTEM_DIRS:
+        layout.bind(Path(name), try_=True)
+    for name in _ETC:
+        layout.bind(Path("/etc") / name, try_=True)
+    layout.args += ["--dev", "/dev", "--proc", "/proc"]
+    layout._mounts += [(Path("/dev"), "scratch"), (Path("/proc"), "scratch")]
+    layout.tmpfs(Path("/dev/shm"), "01777")
+    layout.tmpfs(Path("/tmp"), "01777")
+    layout.bind(Path("/sys/devices/system/cpu"), try_=True)  # CPU counts, for the thread pools
+    nvidia = sorted(Path("/dev").glob("nvidia*"))
+    if nvidia:  # a GPU host: its device nodes and what the driver reads in /sys
+        for node in nvidia:
+            layout.dev_bind(node)
+        layout.bind(Path("/sys"), try_=True)
+    for root in _outermost([plan.lynx_root, *interpreter_roots()]):
+        if not layout.visible(root):
+            layout.bind(root)
+    for secret in _outermost([Path(p) for p in plan.hidden]):
+        layout.mask(secret)
+    env_file = plan.lynx_root / ".env"
+    if layout.visible(env_file):
+        layout.mask(env_file)
+    for path in plan.read_only:
+        layout.bind(Path(path))
+    layout.bind(plan.private_dir, writable=True)
+    layout.args += ["--chdir", str(plan.private_dir), "--hostname", "replica"]
+    inner = list(argv)
+    if plan.uid is not None:
+        inner = [sys.executable, "-I", "-S", "-c", _DROP_PRIVILEGES, str(plan.uid), str(SANDBOX_GID), *inner]
+    return [binary, *_namespace_flags(), *layout.args, "--", *inner]
+
+
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    """Resolved, deduplicated, and without those inside another (outer ones first)."""
+    kept: list[Path] = []
+    for path in sorted({Path(os.path.realpath(p)) for p in paths}, key=lambda p: len(p.parts)):
+        if not any(path == k or k in path.parents for k in kept):
+            kept.append(path)
+    return kept
+
+
+def _readable_by(info: os.stat_result, uid: int, gid: int, *, directory: bool) -> bool:
+    return _permits(info, uid, gid, 0o5 if directory else 0o4)
+
+
+def _permits(info: os.stat_result, uid: int, gid: int, need: int) -> bool:
+    if info.st_uid == uid:
+        return (info.st_mode >> 6) & need == need
+    if info.st_gid == gid:
+        return (info.st_mode >> 3) & need == need
+    return info.st_mode & need == need
+
+
+def _shielded(path: Path, uid: int, gid: int) -> bool:
+    """True when some directory above `path` already keeps `uid` out on the host (var/ is 0700): opening
+    `path` up to it inside the sandbox then opens it to nobody outside."""
+    for parent in path.parents:
+        try:
+            info = parent.stat()
+        except OSError:
+            return False
+        if not _permits(info, uid, gid, 0o1):  # no search permission: nothing below can be reached
+            return True
+    return False
+
+
+def grant_read(
+    paths: Iterable[Path], uid: int = SANDBOX_UID, gid: int = SANDBOX_GID, limit: int = 20000
+) -> None:
+    """Make the files a replica reads (model, entry script directory, app root) readable by the sandbox
+    user. Lynx writes with umask 077, so they are 0600 inside its 0700 var/: adding o+r there changes nothing
+    for the host's other users. Anywhere not so shielded, refuse and say what to change instead."""
+    seen = 0
+    for top in paths:
+        top = Path(top)
+        walk = [top]
+        while walk:
+            path = walk.pop()
+            seen += 1
+            if seen > limit:
+                return
+            try:
+                if path.is_symlink():  # an app root's link to the model: the model is granted on its own
+                    continue
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            directory = stat.S_ISDIR(info.st_mode)
+            if directory:
+                try:
+                    walk.extend(path.iterdir())
+                except PermissionError:
+                    pass
+            if _readable_by(info, uid, gid, directory=directory):
+                continue
+            if info.st_uid != os.geteuid() or not _shielded(path, uid, gid):
+                raise SandboxError(
+                    f"{path} is not readable by the sandbox's user (uid {uid}): a replica could not load it. "
+                    f"Make it readable by others (chmod -R o+rX {top}), or keep it inside Lynx's var/."
+                )
+            os.chmod(path, stat.S_IMODE(info.st_mode) | (0o005 if directory else 0o004))
+
+
+def prepare_private_dir(path: Path) -> None:
+    """The replica's one writable directory: owned by the sandbox user, 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if drops_privileges():
+        os.chown(path, SANDBOX_UID, SANDBOX_GID)
+    os.chmod(path, 0o700)
