@@ -49,17 +49,55 @@
     setTimeout(tick, every);
   }
 
+  function submitButtons(form) {
+    return Array.from(form.elements).filter(function (el) {
+      return (el.tagName === "BUTTON" || el.tagName === "INPUT") && el.type === "submit";
+    });
+  }
+
+  // A form sent once cannot be sent again by a double click. The browser builds the form's data after
+  // the submit handlers run and leaves disabled buttons out of it, so disabling the buttons here would
+  // drop the pressed button's name: "Check" would arrive as a plain submit, which deploys (on Azure, a
+  // billed GPU service). The pressed button's name=value therefore travels in a hidden input.
+  function sendOnce(form) {
+    form.addEventListener("submit", function (event) {
+      if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) { event.preventDefault(); return; }
+      if (form.dataset.sent) { event.preventDefault(); return; }
+      form.dataset.sent = "1";
+      const submitter = event.submitter;
+      if (submitter && submitter.name) {
+        const carried = document.createElement("input");
+        carried.type = "hidden";
+        carried.name = submitter.name;
+        carried.value = submitter.value;
+        carried.dataset.submitter = "";
+        form.appendChild(carried);
+      }
+      submitButtons(form).forEach(function (b) {
+        if (!b.disabled) { b.disabled = true; b.dataset.sentDisabled = ""; }
+      });
+    });
+  }
+
+  // Back and forward bring a page out of the browser's cache as it was left: sent, buttons disabled,
+  // the pressed button carried. Make it a fresh form again (buttons the server disabled stay disabled).
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) return;
+    document.querySelectorAll("form[data-once]").forEach(function (form) {
+      delete form.dataset.sent;
+      form.querySelectorAll("input[data-submitter]").forEach(function (input) { input.remove(); });
+      submitButtons(form).forEach(function (b) {
+        if (!("sentDisabled" in b.dataset)) return;
+        b.disabled = false;
+        delete b.dataset.sentDisabled;
+      });
+    });
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     const op = document.getElementById("operation");
     if (op) followOperation(op);
     document.querySelectorAll("[data-poll-url]").forEach(pollPart);
-    document.querySelectorAll("form[data-once]").forEach(function (form) {
-      form.addEventListener("submit", function (event) {
-        if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) { event.preventDefault(); return; }
-        if (form.dataset.sent) { event.preventDefault(); return; }
-        form.dataset.sent = "1";
-        form.querySelectorAll("button[type=submit]").forEach(function (b) { b.disabled = true; });
-      });
-    });
+    document.querySelectorAll("form[data-once]").forEach(sendOnce);
   });
 })();
