@@ -15,7 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-from dashboard.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
+from dashboard.process_args import (
+    celery_beat_argv,
+    celery_worker_argv,
+    embedded_redis_argv,
+    gunicorn_argv,
+)
 from dashboard.supervision import Child, keep_running, say
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -71,28 +76,7 @@ def main() -> int:
             [python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, env=env, check=True
         )
         subprocess.run([python, "manage.py", "lynx_seed"], cwd=BASE_DIR, env=env, check=True)
-        children.append(
-            _child(
-                "web server",
-                [
-                    python,
-                    "-m",
-                    "gunicorn",
-                    "dashboard.wsgi:application",
-                    "--bind",
-                    f"{host}:{port}",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "4",
-                    "--access-logfile",
-                    "-",
-                    "--graceful-timeout",
-                    "5",
-                ],
-                env,
-            )
-        )
+        children.append(_child("web server", gunicorn_argv(f"{host}:{port}"), env))
         children.append(_child("Celery worker", celery_worker_argv("lynx@%h", concurrency=2), env))
         children.append(_child("Celery beat", celery_beat_argv(var_dir / "celerybeat-schedule"), env))
         database = "PostgreSQL" if "postgres" in settings.DATABASES["default"]["ENGINE"] else "SQLite"

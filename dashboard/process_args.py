@@ -50,3 +50,12 @@ def celery_beat_argv(schedule: Path) -> list[str]:
         "--schedule",
         str(schedule),
     ]
+
+
+def gunicorn_argv(bind: str) -> list[str]:
+    """The web server: `make run` starts it with these arguments, and so does the slow-clients test.
+    The worker class reads request heads without holding a thread (dashboard/gunicorn_worker.py)."""
+    argv = [sys.executable, "-m", "gunicorn", "dashboard.wsgi:application", "--bind", bind]
+    argv += ["--worker-class", "dashboard.gunicorn_worker.HeadTimeoutThreadWorker"]
+    argv += ["--workers", "2", "--threads", "4", "--keep-alive", "5"]
+    return argv + ["--access-logfile", "-", "--graceful-timeout", "5"]
