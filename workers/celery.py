@@ -11,6 +11,23 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"], related_name="tasks")
 
 
+@app.on_after_configure.connect
+def _survive_broker_outages(sender: Celery, **_: object) -> None:
+    """A broker restart (every deploy) is waited out, never fatal: the worker and beat retry forever, and
+    every socket has a bound, so neither a publish in a web request nor a health check hangs on it."""
+    conf = sender.conf
+    conf.worker_consumer = "workers.consumer:Consumer"  # see workers/consumer.py: kombu 5.7.0's crash
+    conf.broker_connection_retry = True
+    conf.broker_connection_retry_on_startup = True
+    conf.broker_connection_max_retries = None  # Celery's default gives up after 100 attempts
+    conf.broker_connection_timeout = 4
+    conf.broker_transport_options = {
+        "socket_connect_timeout": 3,
+        "socket_timeout": 10,  # longer than the 1 s BRPOP; bounds a publish on a half-open connection
+        **(conf.broker_transport_options or {}),
+    }
+
+
 @app.on_after_finalize.connect
 def _install_schedule(sender: Celery, **_: object) -> None:
     from workers.schedule import beat_schedule
