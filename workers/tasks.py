@@ -8,11 +8,11 @@ from workers.celery import app
 @app.task(acks_late=True, ignore_result=True)
 def advance_operation(operation_id: int) -> None:
     """Run one step of an operation and schedule the next; a no-op once it has finished."""
-    from deployments.services import operation_advance
+    from deployments.services.operations import operation_advance, operation_dispatch
 
     delay = operation_advance(operation_id=operation_id)
     if delay is not None:
-        advance_operation.apply_async((operation_id,), countdown=delay)
+        operation_dispatch(operation_id, countdown=delay)  # a broker outage here: the reconciler resumes it
 
 
 @app.task(acks_late=True, ignore_result=True)
@@ -50,3 +50,11 @@ def sync_azure_workspace(workspace_id: int) -> dict:
 
     result = azure_sync_workspace(workspace_id=workspace_id)
     return {"ok": result.ok, "found": len(result.found), "resolved": len(result.resolved)}
+
+
+@app.task(acks_late=True, ignore_result=True, soft_time_limit=240, time_limit=300)
+def sweep_uploads() -> int:
+    """Periodic: remove the unpacking folders and temporary files of uploads that were killed mid-way."""
+    from deployments.services.models import uploads_sweep
+
+    return uploads_sweep()

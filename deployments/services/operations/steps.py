@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from deployments.models import Cluster, Deployment, Operation, OperationKind, OperationLine, Workspace
 from deployments.states import ACTIVE_OPERATION_STATES, OperationState, ProvisioningState, ServiceState
@@ -31,10 +32,18 @@ class Refused(Exception):
     """A request Lynx will not carry out, with the message the user reads. Nothing was changed."""
 
 
-def operation_dispatch(operation_id: int, countdown: float = 0) -> None:
+def operation_dispatch(operation_id: int, countdown: float = 0) -> bool:
+    """Hand the operation's next step to a worker. False when the broker cannot be reached: the operation is
+    recorded all the same, and the reconciler dispatches it once the broker is back (it picks up every
+    active operation with no step for a lease's length), so a broker outage never fails a request."""
     from workers.tasks import advance_operation
 
-    advance_operation.apply_async((operation_id,), countdown=countdown)
+    try:
+        advance_operation.apply_async((operation_id,), countdown=countdown)
+    except OperationalError as exc:
+        log.warning("operation %s not dispatched, broker unreachable (reconcile will): %s", operation_id, exc)
+        return False
+    return True
 
 
 def operation_start(
@@ -80,7 +89,9 @@ def operation_start(
     OperationLine.objects.create(
         operation=operation, text=f"{operation.get_kind_display()} requested by {operation.requested_by_name}"
     )
-    transaction.on_commit(lambda: operation_dispatch(operation.pk))
+    # robust: whatever else goes wrong in dispatching is logged by Django; the operation is committed, and the
+    # request that recorded it must still answer with its page, not a 500.
+    transaction.on_commit(lambda: operation_dispatch(operation.pk), robust=True)
     return operation
 
 
