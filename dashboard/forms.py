@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
@@ -58,6 +58,26 @@ team_name_rule = RegexValidator(
 )
 
 
+# The dates a filter may name. Outside them a date is a typo or a probe, and at the far end the day after
+# 9999-12-31 (the filter's exclusive end) cannot be computed at all: refuse it as a form error, not a 500.
+AUDIT_FIRST_DAY, AUDIT_LAST_DAY = date(1970, 1, 1), date(2999, 12, 31)
+audit_day_rules = [
+    MinValueValidator(AUDIT_FIRST_DAY, f"Choose a date between {AUDIT_FIRST_DAY} and {AUDIT_LAST_DAY}."),
+    MaxValueValidator(AUDIT_LAST_DAY, f"Choose a date between {AUDIT_FIRST_DAY} and {AUDIT_LAST_DAY}."),
+]
+
+
+def audit_day_field(label: str) -> forms.DateField:
+    return forms.DateField(
+        required=False,
+        label=label,
+        validators=audit_day_rules,
+        widget=forms.DateInput(
+            attrs={"type": "date", "min": AUDIT_FIRST_DAY.isoformat(), "max": AUDIT_LAST_DAY.isoformat()}
+        ),
+    )
+
+
 class AuditFilterForm(forms.Form):
     person = forms.CharField(required=False, max_length=150)
     action = forms.CharField(
@@ -65,8 +85,8 @@ class AuditFilterForm(forms.Form):
     )
     resource_type = forms.CharField(required=False, max_length=32, label="Resource type")
     resource_name = forms.CharField(required=False, max_length=64, label="Resource name")
-    since = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    since = audit_day_field("From")
+    until = audit_day_field("To")
 
     def clean(self) -> dict:
         data = super().clean()
