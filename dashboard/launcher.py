@@ -53,6 +53,18 @@ def _start_embedded_redis(var_dir: Path, env: dict[str, str]) -> Child:
     raise SystemExit("lynx: the embedded Redis server did not start")
 
 
+def sandbox_banner(*, production: bool = False) -> str:
+    """What make run says about the replicas' sandbox: on, or off and how to turn it on."""
+    from scoring import sandbox
+
+    available = sandbox.availability()
+    if available.available:
+        return f"Local replicas run in a {sandbox.ENGINE} sandbox (no network, no Lynx files).\n"
+    if production:
+        return f"WARNING: local deployments are refused (production mode): {available.message}\n"
+    return f"WARNING: {sandbox.unsandboxed_note(available)}\n"
+
+
 def main() -> int:
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="dashboard.settings", PYTHONUNBUFFERED="1")
     from django.conf import settings
@@ -88,6 +100,7 @@ def main() -> int:
             "Ctrl-C stops everything.\n",
             flush=True,
         )
+        print(sandbox_banner(production=settings.PRODUCTION), flush=True)
         # A child that exits is started again on its own; only Ctrl-C (or SIGTERM) stops Lynx.
         keep_running([*([redis_child] if redis_child else []), *children], lambda: stopping)
     finally:

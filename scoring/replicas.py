@@ -39,8 +39,8 @@ _DROPPED_PREFIXES = ("LYNX_", "DJANGO_", "CELERY_", "AZUREML_", "AML_")
 # creeping up under repeated load, at no cost in throughput measured (bench.replica_memory). A value set in
 # the supervisor's environment (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES) is kept.
 MALLOC_ARENA_MAX = "2"
-RUN_DIR = "run"  # run/<replica>/: a replica's one writable directory, with its socket
-SOCKET_NAME = "replica.sock"
+RUN_DIR = "run"  # run/<replica index>/: a replica's one writable directory, with its socket
+SOCKET_NAME = "sock"  # short names: a socket's whole path must fit in 107 bytes
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last a NUL
 
 
@@ -239,7 +239,7 @@ class Replica:
         self.model_dir = model_dir
         self.confinement = confinement
         self.log_path = state_dir / "logs" / f"{self.name}.log"
-        self.private_dir = state_dir / RUN_DIR / self.name
+        self.private_dir = state_dir / RUN_DIR / str(index)
         self.socket_path = self.private_dir / SOCKET_NAME
         self.process: subprocess.Popen | None = None
         self.state = "starting"

@@ -4,6 +4,9 @@ Each deployment gets a state directory holding its replicas' supervisor (`python
 scoring.runtime serve`, started detached so it outlives the worker that started it), its key
 file, status and logs. The supervisor holds a lock on its state directory for its whole life:
 that lock is what makes deploy idempotent and replicas impossible to duplicate.
+
+Replicas run in a bubblewrap sandbox (scoring.sandbox). Where it cannot start, development runs them
+without it and says so; production refuses to deploy.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from pathlib import Path
 
 from deployments.crypto import new_key
-from scoring import control
+from scoring import control, sandbox
 
 from .base import (
     BackendError,
@@ -51,8 +54,31 @@ def host_gpus() -> tuple[int, str]:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, require_sandbox: bool | None = None) -> None:
         self.root = Path(root)
+        self._require_sandbox = require_sandbox  # None: as settings.PRODUCTION says
+
+    @property
+    def require_sandbox(self) -> bool:
+        if self._require_sandbox is None:
+            # Must be imported here: the backend itself needs no Django, only this default does.
+            from django.conf import settings
+
+            return bool(getattr(settings, "PRODUCTION", False))
+        return self._require_sandbox
+
+    def sandboxed(self) -> bool:
+        """Whether replicas will run in the sandbox: False where it cannot start, in development; in
+        production that is a refusal (BackendError): an entry script is code its deployer runs as Lynx."""
+        available = sandbox.availability()
+        if available.available:
+            return True
+        if self.require_sandbox:
+            raise BackendError(
+                "Lynx runs in production mode and does not run entry scripts outside the replica sandbox, "
+                f"which cannot start on this host: {available.message}"
+            )
+        return False
 
     # --- clusters: the local machine always exists; a cluster is a directory that says it is in use
     def _cluster_dir(self, cluster: ClusterSpec) -> Path:
@@ -80,14 +106,15 @@ class LocalBackend:
     def deploy_service(self, spec: ServiceSpec) -> None:
         if spec.gpu_enabled and host_gpus()[0] == 0:
             raise BackendError("This host has no GPU: deploy with the GPU switched off, or to a GPU cluster.")
+        sandboxed = self.sandboxed()
         state_dir = self.state_dir(spec)
         state_dir.mkdir(parents=True, exist_ok=True)
         self._write_keys(state_dir, spec.primary_key, spec.secondary_key)
         if control.is_running(state_dir):
             return  # a re-delivered step: the replicas are already there, adopt them
-        self._spawn(spec, state_dir)
+        self._spawn(spec, state_dir, sandboxed=sandboxed)
 
-    def _spawn(self, spec: ServiceSpec, state_dir: Path) -> None:
+    def _spawn(self, spec: ServiceSpec, state_dir: Path, *, sandboxed: bool) -> None:
         port_file = state_dir / "port"
         port = int(port_file.read_text()) if port_file.exists() else 0
         if not port or not _port_is_free(port):
@@ -105,6 +132,7 @@ class LocalBackend:
             key_file=state_dir / "keys.json",
             max_batch_size=spec.max_batch_size,
             max_batch_wait_ms=spec.max_batch_wait_ms,
+            sandbox=sandboxed,
         )
         (state_dir / "supervisor.pid").write_text(str(pid))
 
@@ -162,7 +190,11 @@ class LocalBackend:
             swagger_uri=status.get("swagger_uri", ""),
             replicas=replicas,
             error=error,
-            stats=dict(status.get("stats") or {}, rollout_generation=rollout.get("generation", 0)),
+            stats=dict(
+                status.get("stats") or {},
+                rollout_generation=rollout.get("generation", 0),
+                sandbox=status.get("sandbox") or {},  # the deployment page says when it is off, and why
+            ),
         )
 
     def _recently_spawned(self, state_dir: Path) -> bool:
