@@ -1,7 +1,13 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./
-RUN pip install --no-cache-dir -r requirements.lock
+# The lock also pins the test tools (pyproject's dev extra); the production image leaves them out.
+RUN grep -v -E '^(pytest|pytest-django|playwright|ruff)==' requirements.lock > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
 COPY . .
 RUN pip install --no-cache-dir --no-deps -e . && LYNX_VAR_DIR=/tmp/static python manage.py collectstatic --noinput
+# Lynx runs as its own user; its state volume (LYNX_VAR_DIR) starts out owned by it and private (0700).
+RUN useradd --system --uid 10001 --home-dir /var/lib/lynx lynx \
+    && install -d -o lynx -g lynx -m 0700 /var/lib/lynx
+USER lynx
 EXPOSE 8000

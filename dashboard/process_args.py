@@ -52,10 +52,11 @@ def celery_beat_argv(schedule: Path) -> list[str]:
     ]
 
 
-def gunicorn_argv(bind: str) -> list[str]:
-    """The web server: `make run` starts it with these arguments, and so does the slow-clients test.
+def gunicorn_argv(bind: str, *, workers: int = 2) -> list[str]:
+    """The web server: `make run` starts it with these arguments, the slow-clients test too, and
+    docker-compose.yml's web service spells out the same (tests/test_compose.py checks it).
     The worker class reads request heads without holding a thread (dashboard/gunicorn_worker.py)."""
     argv = [sys.executable, "-m", "gunicorn", "dashboard.wsgi:application", "--bind", bind]
     argv += ["--worker-class", "dashboard.gunicorn_worker.HeadTimeoutThreadWorker"]
-    argv += ["--workers", "2", "--threads", "4", "--keep-alive", "5"]
+    argv += ["--workers", str(workers), "--threads", "4", "--keep-alive", "5"]
     return argv + ["--access-logfile", "-", "--graceful-timeout", "5"]
