@@ -34,3 +34,43 @@ def test_healthz_reports_a_broker_that_is_down(client, settings):
     body = json.loads(response.content)
     assert response.status_code == 503
     assert body["broker"].startswith("error:") and body["workers"] == 0
+
+
+def test_healthz_is_503_with_the_reason_while_the_database_is_down(client, monkeypatch):
+    from django.db import connections
+
+    # The check runs on its own connection, which is opened with these settings: a database that is gone.
+    default = connections.settings["default"]
+    if default["ENGINE"].endswith("sqlite3"):
+        monkeypatch.setitem(default, "NAME", "/nonexistent/lynx/db.sqlite3")
+    else:
+        monkeypatch.setitem(default, "HOST", "127.0.0.1")
+        monkeypatch.setitem(default, "PORT", "1")
+    response = client.get(reverse("healthz"))
+    body = json.loads(response.content)
+    assert response.status_code == 503
+    assert body["database"] == "error: OperationalError" and body["broker"] == "ok", body
+    assert body["status"] == "degraded" and body["reason"].startswith("database error: OperationalError")
+
+
+def test_healthz_answers_503_in_bounded_time_when_the_broker_never_replies(client, settings, monkeypatch):
+    import socket
+    import time
+
+    from dashboard.views import health
+
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    monkeypatch.setattr(health, "CHECK_SECONDS", 1.0)  # shorter than the broker client's own 2 s timeout
+    try:
+        started = time.monotonic()
+        response = client.get(reverse("healthz"))
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    body = json.loads(response.content)
+    assert response.status_code == 503 and elapsed < 1.8, (elapsed, body)
+    assert body["broker"] == "error: no answer within 1 s" and body["workers"] == 0
+    assert body["reason"] == "broker error: no answer within 1 s"
