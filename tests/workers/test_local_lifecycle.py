@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -26,12 +28,21 @@ def _state(model, pk) -> str:
 
 
 def _supervisors(name: str) -> list[psutil.Process]:
+    """This session's supervisors of deployment `name`: those serving its own state directory, under its own
+    LYNX_VAR_DIR. `make run` or another checkout's tests may run a deployment of the same name meanwhile."""
+    from django.conf import settings
+
+    state_dir = str((settings.LYNX_LOCAL_DIR / "services" / name).resolve())
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if "scoring.runtime" in cmdline and any(arg.endswith(f"/services/{name}") for arg in cmdline):
+        if "scoring.runtime" in cmdline and _arg_after(cmdline, "--state-dir") == state_dir:
             found.append(proc)
     return found
+
+
+def _arg_after(cmdline: list[str], flag: str) -> str | None:
+    return cmdline[cmdline.index(flag) + 1] if flag in cmdline[:-1] else None
 
 
 def _provision(user) -> object:
@@ -166,3 +177,17 @@ def test_a_worker_killed_mid_deployment_leaves_one_healthy_service(
     )
     assert healthy.count() == 1
     assert Operation.objects.filter(deployment=deployment).count() == 1
+
+
+def test_supervisors_are_counted_in_this_sessions_state_dir_only(tmp_path):
+    # What `make run` (or a second checkout's tests) has: a supervisor of a deployment with the same name,
+    # serving another LYNX_VAR_DIR.
+    elsewhere = tmp_path / "other-var" / "local" / "services" / "digits-demo"
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "-m", "scoring.runtime", "serve"]
+    other = subprocess.Popen([*argv, "--state-dir", str(elsewhere)])
+    try:
+        psutil.Process(other.pid).cmdline()  # it is up, with its command line
+        assert _supervisors("digits-demo") == []
+    finally:
+        other.kill()
+        other.wait(10)
