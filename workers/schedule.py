@@ -13,6 +13,7 @@ def _seconds(name: str, default: float) -> float:
 def beat_schedule() -> dict[str, dict]:
     expiry_every = _seconds("LYNX_EXPIRY_CHECK_SECONDS", 60)
     azure_sync_every = _seconds("LYNX_AZURE_SYNC_SECONDS", 300)
+    upload_sweep_every = _seconds("LYNX_UPLOAD_SWEEP_SECONDS", 3600)
     return {
         # Compares desired and observed state of every live service, hands lost operation
         # steps (their worker died) to a live worker, and restarts dead local replicas.
@@ -34,5 +35,12 @@ def beat_schedule() -> dict[str, dict]:
             "task": "workers.tasks.sync_azure",
             "schedule": azure_sync_every,
             "options": {"expires": azure_sync_every},
+        },
+        # A web or worker process killed during an upload runs no cleanup: its unpacking folder (up to
+        # 4 times the upload) would stay for ever. Removes those older than LYNX_UPLOAD_STALE_HOURS.
+        "sweep-uploads": {
+            "task": "workers.tasks.sweep_uploads",
+            "schedule": upload_sweep_every,
+            "options": {"expires": upload_sweep_every},
         },
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -128,3 +129,40 @@ def model_upload(
     finally:
         model_archives.remove_tree(scratch)
     return model, notes
+
+
+UPLOAD_STALE_HOURS = 6.0  # no upload or unpacking runs this long; LYNX_UPLOAD_STALE_HOURS overrides it
+
+
+def _leftovers() -> list[Path]:
+    """What an upload leaves while it runs: unpacking folders, registration staging, Django's temporary
+    upload files (when Django keeps them in a folder of Lynx's, not the system's)."""
+    found = []
+    for folder in (settings.LYNX_UPLOADS_DIR, settings.LYNX_MODELS_DIR / ".staging"):
+        if folder.is_dir():
+            found += folder.iterdir()
+    temp = getattr(settings, "FILE_UPLOAD_TEMP_DIR", None)
+    if temp and Path(temp).is_dir():
+        found += Path(temp).glob("*.upload*")  # Django names them tmpXXXX.upload<.ext>
+    return found
+
+
+def uploads_sweep(*, older_than_hours: float | None = None) -> int:
+    """Remove what killed uploads left behind (a request or worker killed mid-way runs no `finally`):
+    unpacking and staging folders and temporary upload files older than `older_than_hours`. Returns how many
+    were removed. Registered models are never touched."""
+    hours = older_than_hours or float(getattr(settings, "LYNX_UPLOAD_STALE_HOURS", 0) or UPLOAD_STALE_HOURS)
+    cutoff = time.time() - hours * 3600
+    removed = 0
+    for path in _leftovers():
+        try:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue  # its own request finished and cleaned up meanwhile
+        removed += 1
+    return removed
