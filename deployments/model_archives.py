@@ -5,13 +5,21 @@ the limits below, holds an absolute path, a `..` component, a link or a device f
 than one) `saved_model.pb`. Files are copied out one by one with their real sizes counted, so a header that
 lies about sizes cannot fill the disk. The caller owns `dest` and removes it whatever happens.
 
+Every limit is enforced while the archive is read, before memory or disk is spent on what is over it: a zip's
+entries are counted from its own end and central-directory records before zipfile indexes them in memory; a
+compressed tar is inflated through a stream that refuses to go past the unpacked limit, and every member,
+skipped ones included, counts toward the limits before its data is read.
+
 The limits (README "Models"): an upload of at most LYNX_MODEL_UPLOAD_MAX_MB (default 1024 MiB), unpacking
 to at most 4 times that, in at most 20 000 entries.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
 import json
+import lzma
 import os
 import shutil
 import stat
@@ -21,17 +29,29 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from django.conf import settings
 
+from deployments import archive_streams
+from deployments.archive_streams import Damaged, Exceeded
+
 MAX_MEMBERS = 20_000
+NAME_MAX_BYTES = 255  # one file or folder name (what Linux file systems hold)
+PATH_MAX_BYTES = 1024  # a whole path inside the archive (it is laid out again under the models folder)
 INSPECT_TIMEOUT_S = 120
 LABELS_MAX_BYTES = 1024 * 1024
 _COPY_CHUNK = 1024 * 1024
 _JUNK = ("__MACOSX/",)  # macOS Finder adds resource forks here; they are never part of a model
+# tarfile reads a pax or GNU long-name header's data whole into memory; a name never needs this much.
+_TAR_EXTENSION_MAX_BYTES = 1024 * 1024
+# What a tar holds besides its files' bytes: a 512-byte header per member, padding, long names.
+_TAR_OVERHEAD_PER_MEMBER = 4 * 1024
+# zipfile reads a zip's central directory whole: 20 000 entries with 1 KiB paths fit in a fraction of this.
+_ZIP_DIRECTORY_MAX_BYTES = 64 * 1024 * 1024
 
 
 def upload_max_bytes() -> int:
@@ -76,6 +96,17 @@ def _safe_path(raw: str) -> PurePosixPath:
         raise ArchiveRefused(f"The archive holds a path that climbs out of it ({raw}): nothing was unpacked.")
     if any("\x00" in p for p in parts):
         raise ArchiveRefused("The archive holds a file name with a NUL byte.")
+    if len(name.encode("utf-8", "surrogateescape")) > PATH_MAX_BYTES:
+        raise ArchiveRefused(
+            f"The archive holds a path over {PATH_MAX_BYTES} bytes ({raw[:80]}…): "
+            "that is deeper than a model needs."
+        )
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+            raise ArchiveRefused(
+                f"The archive holds a name over {NAME_MAX_BYTES} bytes ({part[:60]}…), "
+                "longer than a file system allows."
+            )
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
@@ -109,15 +140,42 @@ def _tar_members(archive: tarfile.TarFile) -> Iterator[Member]:
         )
 
 
-def _open_archive(path: Path, display_name: str):
+def _over_unpacked_limit(name: str) -> ArchiveRefused:
+    return ArchiveRefused(
+        f"The archive unpacks to more than {human_size(unpacked_max_bytes())} (at {name}): "
+        "that is over Lynx's limit."
+    )
+
+
+def _too_many_entries() -> ArchiveRefused:
+    return ArchiveRefused(f"The archive holds more than {MAX_MEMBERS} entries; that is over the limit.")
+
+
+def _open_archive(path: Path, display_name: str, stack: ExitStack):
+    """The archive opened for reading member by member, once its size on the inside is known to be bounded
+    (zip) or is bounded while it is read (tar)."""
     if zipfile.is_zipfile(path):
         try:
-            return zipfile.ZipFile(path), _zip_members
-        except (zipfile.BadZipFile, OSError) as exc:
+            archive_streams.zip_entries_check(path, MAX_MEMBERS, _ZIP_DIRECTORY_MAX_BYTES)
+            return stack.enter_context(zipfile.ZipFile(path)), _zip_members
+        except Exceeded as exc:
+            if exc.args[0] == "entries":
+                raise _too_many_entries() from None
+            raise ArchiveRefused(
+                f"{display_name}'s table of contents is over {human_size(_ZIP_DIRECTORY_MAX_BYTES)}; "
+                "that is over the limit."
+            ) from None
+        except (Damaged, zipfile.BadZipFile, OSError) as exc:
             raise ArchiveRefused(f"{display_name} looks like a zip file but cannot be read: {exc}") from exc
+    # Headers, padding and long names ride on top of the files' bytes; a tar longer than that is refused
+    # before it is inflated any further.
+    ceiling = unpacked_max_bytes() + MAX_MEMBERS * _TAR_OVERHEAD_PER_MEMBER
     try:
-        return tarfile.open(path, "r:*"), _tar_members
-    except (tarfile.TarError, OSError, EOFError):
+        stream = stack.enter_context(archive_streams.decompressed(path))
+        bounded = stack.enter_context(archive_streams.CeilingStream(stream, ceiling))
+        tarinfo = archive_streams.guarded_tarinfo(_TAR_EXTENSION_MAX_BYTES)
+        return stack.enter_context(tarfile.open(fileobj=bounded, mode="r:", tarinfo=tarinfo)), _tar_members
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError):
         raise ArchiveRefused(
             f"{display_name} is not a .zip or .tar.gz archive: upload the SavedModel folder packed as one."
         ) from None
@@ -129,12 +187,47 @@ def _copy_bounded(source: IO[bytes], target: Path, budget: int, name: str) -> in
         while chunk := source.read(_COPY_CHUNK):
             written += len(chunk)
             if written > budget:
-                raise ArchiveRefused(
-                    f"The archive unpacks to more than {human_size(unpacked_max_bytes())} (at {name}): "
-                    "that is over Lynx's limit."
-                )
+                raise _over_unpacked_limit(name)
             out.write(chunk)
     return written
+
+
+def _kind_clash(root: Path, member: Member) -> PurePosixPath | None:
+    """The path the archive holds both as a file and as a folder on the way to `member`, if any."""
+    wanted = [(parent, True) for parent in reversed(member.path.parents) if str(parent) != "."]
+    for path, is_dir in [*wanted, (member.path, member.is_dir)]:
+        on_disk = root.joinpath(*path.parts)
+        if (on_disk.is_dir() and not is_dir) or (on_disk.is_file() and is_dir):
+            return path
+    return None
+
+
+def _write_member(root: Path, member: Member, budget: int) -> int:
+    """Create the member's folder or copy its file under root; the bytes written."""
+    target = root.joinpath(*member.path.parts)
+    if not target.resolve().is_relative_to(root):  # belt and braces after _safe_path
+        raise ArchiveRefused(f"The archive holds a path that climbs out of it ({member.path}).")
+    if not member.is_dir:
+        if target.is_dir():
+            raise ArchiveRefused(f"The archive holds {member.path} both as a file and as a folder.")
+        if target.exists():
+            raise ArchiveRefused(f"The archive holds {member.path} twice.")
+        if member.size > budget:  # a tar's header is the truth; a zip's is checked again while copying
+            raise _over_unpacked_limit(str(member.path))
+    try:
+        (target if member.is_dir else target.parent).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # The disk is the index of what was unpacked: only on a clash is it asked which path clashed.
+        if (clash := _kind_clash(root, member)) is None:
+            raise
+        raise ArchiveRefused(f"The archive holds {clash} both as a file and as a folder.") from None
+    if member.is_dir:
+        return 0
+    stream = member.open()
+    if stream is None:
+        raise ArchiveRefused(f"{member.path} cannot be read from the archive.")
+    with stream:
+        return _copy_bounded(stream, target, budget, str(member.path))
 
 
 def unpack(archive_path: Path, dest: Path, display_name: str = "The upload") -> list[PurePosixPath]:
@@ -148,41 +241,50 @@ def unpack(archive_path: Path, dest: Path, display_name: str = "The upload") -> 
         raise ArchiveRefused(
             f"{display_name} is {human_size(size)}; the limit is {human_size(upload_max_bytes())}."
         )
-    archive, members = _open_archive(archive_path, display_name)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
     budget, count, files = unpacked_max_bytes(), 0, []
+    member: Member | None = None
     try:
-        with archive:
+        with ExitStack() as stack:
+            archive, members = _open_archive(archive_path, display_name, stack)
+            dest.mkdir(parents=True, exist_ok=True)
+            root = dest.resolve()
             for member in members(archive):
                 count += 1
                 if count > MAX_MEMBERS:
-                    raise ArchiveRefused(
-                        f"The archive holds more than {MAX_MEMBERS} entries; that is over the limit."
-                    )
+                    raise _too_many_entries()
                 if (
                     str(member.path) == "."
                     or str(member.path).startswith(_JUNK)
                     or member.path.name == ".DS_Store"
                 ):
+                    # Not unpacked, yet counted: a tar inflates a skipped member all the same.
+                    if member.size > budget:
+                        raise _over_unpacked_limit(str(member.path))
+                    budget -= member.size
                     continue
-                target = root.joinpath(*member.path.parts)
-                if not target.resolve().is_relative_to(root):  # belt and braces after _safe_path
-                    raise ArchiveRefused(f"The archive holds a path that climbs out of it ({member.path}).")
-                if member.is_dir:
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                if target.exists():
-                    raise ArchiveRefused(f"The archive holds {member.path} twice.")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                stream = member.open()
-                if stream is None:
-                    raise ArchiveRefused(f"{member.path} cannot be read from the archive.")
-                with stream:
-                    budget -= _copy_bounded(stream, target, budget, str(member.path))
-                files.append(member.path)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
+                budget -= _write_member(root, member, budget)
+                if not member.is_dir:
+                    files.append(member.path)
+    except Exceeded as exc:
+        if exc.args[0] == "entries":
+            raise _too_many_entries() from None
+        raise _over_unpacked_limit(str(member.path) if member else "its start") from None
+    except Damaged as exc:
+        raise ArchiveRefused(f"{display_name} is damaged or hostile: {exc}.") from None
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        gzip.BadGzipFile,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+    ) as exc:
         raise ArchiveRefused(f"{display_name} is damaged and cannot be unpacked: {exc}") from exc
+    except OSError as exc:
+        # What the checks above do not foresee (a full disk, a file system's own limits): still a message.
+        where = f" at {member.path}" if member else ""
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
+        raise ArchiveRefused(f"{display_name} cannot be unpacked here{where}: {reason}.") from None
     return files
 
 
