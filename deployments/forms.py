@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from deployments.entry_scripts import check_entry_script
 from deployments.environments import check_environment, default_entry_script, default_environment_yaml
+from deployments.model_archives import LABELS_MAX_BYTES
 from deployments.models import Cluster, Deployment, RegisteredModel
 from deployments.services.deployments import CONFIG_FIELDS
 from deployments.states import ProvisioningState, ServiceState
@@ -290,6 +291,15 @@ class ModelUploadForm(forms.Form):
     )
     labels = forms.FileField(required=False, label="Labels (optional: one class name per line)")
     description = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def clean_labels(self):
+        labels = self.cleaned_data.get("labels")
+        # The upload stops being stored at the limit (views/uploads.py); its size says how far it went.
+        if labels and labels.size > LABELS_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The labels file is over {LABELS_MAX_BYTES // 1024} KiB; it should be one name per line."
+            )
+        return labels
 
 
 class TestScoringForm(forms.Form):

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 
 from dashboard.roles import deployer_required
 from deployments.forms import ModelUploadForm
-from deployments.model_archives import human_size, upload_max_bytes
+from deployments.model_archives import LABELS_MAX_BYTES, human_size, upload_max_bytes
 from deployments.models import Deployment, RegisteredModel
 from deployments.services import Refused
 from deployments.services.models import model_upload
@@ -51,7 +51,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @deployer_required
-@streamed_uploads(upload_max_bytes)
+@streamed_uploads(upload_max_bytes, field_limits={"labels": LABELS_MAX_BYTES})
 def model_new(request: HttpRequest) -> HttpResponse:
     initial = {"name": request.GET["name"]} if request.GET.get("name") else None
     if request.method == "POST":
@@ -73,7 +73,7 @@ def model_new(request: HttpRequest) -> HttpResponse:
                     name=form.cleaned_data["name"],
                     archive=Path(archive.temporary_file_path()),
                     archive_name=archive.name,
-                    labels=labels.read() if labels else None,
+                    labels=labels.read(LABELS_MAX_BYTES + 1) if labels else None,
                     description=form.cleaned_data["description"],
                 )
             except Refused as exc:

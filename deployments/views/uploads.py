@@ -2,31 +2,60 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from functools import wraps
 
-from django.core.files.uploadhandler import SkipFile, TemporaryFileUploadHandler
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 
-class LimitedUploadHandler(TemporaryFileUploadHandler):
-    """Streams each file to a temporary file; a file that grows past `max_bytes` is dropped (and deleted)
-    and its field name noted in `too_large`, so the form can say why instead of "this field is required"."""
+class CutOffUpload(UploadedFile):
+    """A file that grew past its limit: no content kept, only its name and the size it reached.
 
-    def __init__(self, request: HttpRequest, max_bytes: int) -> None:
+    It still reaches the form, so the form refuses it by its size ("over 512 KiB") instead of acting as if
+    nothing had been uploaded (and, say, deploying the text box's script in place of the uploaded one).
+    """
+
+    def __init__(self, name: str, size: int, content_type: str | None) -> None:
+        super().__init__(io.BytesIO(), name, content_type, size)
+
+
+class LimitedUploadHandler(TemporaryFileUploadHandler):
+    """Streams each file to a temporary file; a file that grows past its limit (`max_bytes`, or its field's
+    own in `field_limits`) is deleted at once, the rest of it is read and dropped, its field name is noted in
+    `too_large` and the form gets a CutOffUpload in its place."""
+
+    def __init__(self, request: HttpRequest, max_bytes: int, field_limits: dict[str, int] | None = None):
         super().__init__(request)
         self.max_bytes = max_bytes
+        self.field_limits = field_limits or {}
         self.too_large: list[str] = []
+        self.cut_off = False
+
+    def new_file(self, *args, **kwargs) -> None:
+        super().new_file(*args, **kwargs)
+        self.cut_off = False
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
-        if start + len(raw_data) > self.max_bytes:
+        if self.cut_off:
+            return None
+        if start + len(raw_data) > self.field_limits.get(self.field_name, self.max_bytes):
+            self.cut_off = True
             self.too_large.append(self.field_name)
-            raise SkipFile()
+            self.file.close()  # a NamedTemporaryFile: closing deletes what was written so far
+            return None
         return super().receive_data_chunk(raw_data, start)
 
+    def file_complete(self, file_size: int) -> UploadedFile | None:
+        if self.cut_off:
+            return CutOffUpload(self.file_name, file_size, self.content_type)
+        return super().file_complete(file_size)
 
-def streamed_uploads(max_bytes: Callable[[], int] | int):
+
+def streamed_uploads(max_bytes: Callable[[], int] | int, field_limits: dict[str, int] | None = None):
     """Install a LimitedUploadHandler before the body is parsed.
 
     CSRF checking reads request.POST, which parses the body with the handlers installed at that moment, so
@@ -41,7 +70,7 @@ def streamed_uploads(max_bytes: Callable[[], int] | int):
         @wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             limit = max_bytes() if callable(max_bytes) else max_bytes
-            request.upload_handler = LimitedUploadHandler(request, limit)
+            request.upload_handler = LimitedUploadHandler(request, limit, field_limits)
             request.upload_handlers = [request.upload_handler]
             return protected(request, *args, **kwargs)
 
