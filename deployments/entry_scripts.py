@@ -163,7 +163,14 @@ def check_entry_script(source: str) -> ScriptCheck:
         tree = ast.parse(source, filename="score.py")
     except SyntaxError as exc:
         detail = f"{exc.msg}" + (f" (column {exc.offset})" if exc.offset else "")
-        check.errors.append(Problem(exc.lineno, f"syntax error: {detail}"))
+        check.errors.append(Problem(exc.lineno, f"syntax error: {detail[:200]}"))
+        return check
+    except (RecursionError, MemoryError):
+        # CPython's parser gives up on deep nesting (10^5 unary minuses, a 10^5-term sum) this way, not
+        # with a SyntaxError; the interpreter would refuse to import the script all the same.
+        check.errors.append(
+            Problem(None, "is nested too deeply for Python to parse: split the long expression up.")
+        )
         return check
     names = _top_level_definitions(tree.body)
     _check_init(names.get("init"), check)

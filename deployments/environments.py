@@ -21,6 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 DEFAULT_ENTRY_SCRIPT = Path(__file__).resolve().parent.parent / "scoring" / "entry_scripts" / "score_tf2.py"
 MAX_ENVIRONMENT_BYTES = 64 * 1024
+MAX_ERRORS_SHOWN = 10
 # azureml-defaults is a metapackage; for scoring what matters is the inference server it brings.
 INFERENCE_SERVER_PACKAGES = ("azureml-defaults", "azureml-inference-server-http")
 # Conda packages that are the platform rather than Python packages the runtime would import.
@@ -130,17 +131,44 @@ def _pip_package(spec: str) -> Package | None:
     return Package(_normalize(requirement.name), spec, str(requirement.specifier), "pip")
 
 
+class _AliasFreeLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a conda file never needs them, and nine nested aliases in a
+    few hundred bytes ("billion laughs") make a structure whose every walk or repr runs to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused()
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(yaml.YAMLError):
+    pass
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _parse(text: str, check: EnvironmentCheck) -> dict | None:
     if len(text.encode()) > MAX_ENVIRONMENT_BYTES:
         check.errors.append(f"The environment file is over {MAX_ENVIRONMENT_BYTES // 1024} KiB.")
         return None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_AliasFreeLoader)  # noqa: S506 - a SafeLoader, less aliases
+    except _AliasRefused:
+        check.errors.append(
+            "The environment uses YAML aliases (*name): conda files do not need them; write the values out."
+        )
+        return None
+    except RecursionError:
+        check.errors.append("The environment is nested too deeply to be a conda file.")
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        check.errors.append(f"The environment is not valid YAML ({where}{problem}).")
+        check.errors.append(f"The environment is not valid YAML ({where}{problem[:200]}).")
         return None
     if not isinstance(data, dict):
         check.errors.append("The environment must be a YAML mapping with name, channels and dependencies.")
@@ -170,12 +198,12 @@ def _collect(data: dict, check: EnvironmentCheck) -> None:
         elif isinstance(item, dict) and set(item) == {"pip"} and isinstance(item["pip"], list):
             for spec in item["pip"]:
                 if not isinstance(spec, str):
-                    check.errors.append(f"A pip requirement must be a string, not {spec!r}.")
+                    check.errors.append(f"A pip requirement must be a string, not {_short(spec)}.")
                 elif package := _pip_package(spec):
                     check.packages.append(package)
         else:
             check.errors.append(
-                f"Unexpected entry in dependencies: {item!r}. Use package strings and one `pip:` list."
+                f"Unexpected entry in dependencies: {_short(item)}. Use package strings and one `pip:` list."
             )
 
 
@@ -247,6 +275,9 @@ def check_environment(text: str) -> EnvironmentCheck:
         return check
     _collect(data, check)
     if check.errors:
+        if len(check.errors) > MAX_ERRORS_SHOWN:  # a file of 5 000 bad entries: the first few say it
+            hidden = len(check.errors) - MAX_ERRORS_SHOWN
+            check.errors[MAX_ERRORS_SHOWN:] = [f"…and {hidden} more errors like these."]
         return check
     _warn(check)
     return check
