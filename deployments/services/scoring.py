@@ -37,6 +37,9 @@ MAX_IMAGE_BYTES = 10 * 1024 * 1024
 # a web process should be: 50 MP is an 8660 x 5770 photo, ~150 MB once decoded.
 MAX_IMAGE_PIXELS = 50_000_000
 ACCEPTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
+# Pillow names a camera's Multi-Picture JPEG "MPO": JPEG bytes, with the extra frames after the first image,
+# which every JPEG decoder (TensorFlow's too) reads as the first image. It is sent, and kept, as a JPEG.
+_FORMAT_AS = {"MPO": "JPEG"}
 THUMBNAIL_SIZE = (192, 192)
 TOP_K = 5
 EXCERPT_CHARS = 16_000
@@ -104,7 +107,8 @@ def image_check(data: bytes) -> CheckedImage:
             f"the limit is {MAX_IMAGE_BYTES // 2**20} MB. Nothing was sent."
         )
     image = _open(data)
-    if image.format not in ACCEPTED_FORMATS:
+    image_format = _FORMAT_AS.get(image.format or "", image.format)
+    if image_format not in ACCEPTED_FORMATS:
         raise ImageRefused(f"The file is a {image.format} image; the test page sends JPEG or PNG.")
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
@@ -119,8 +123,8 @@ def image_check(data: bytes) -> CheckedImage:
     except ImageRefused:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
-        raise ImageRefused(f"The {image.format} file is damaged ({exc}); nothing was sent.") from None
-    return CheckedImage(image.format, ACCEPTED_FORMATS[image.format], width, height, thumbnail)
+        raise ImageRefused(f"The {image_format} file is damaged ({exc}); nothing was sent.") from None
+    return CheckedImage(image_format, ACCEPTED_FORMATS[image_format], width, height, thumbnail)
 
 
 # --- reading the endpoint's answer --------------------------------------------------------------------
