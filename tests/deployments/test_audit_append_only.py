@@ -1,15 +1,19 @@
-"""The audit log is append-only: the application never updates or deletes a row, and on PostgreSQL the
-database itself refuses to (the trigger from migration 0002)."""
+"""The audit log is append-only: the application never updates or deletes a row, and the database itself
+refuses to (on PostgreSQL the trigger from migration 0002, on SQLite the triggers from 0009)."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import sqlite3
+import subprocess
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -112,12 +116,8 @@ def test_no_code_updates_or_deletes_audit_rows():
     assert offenders == []
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql",
-    reason="the append-only trigger (migration 0002) is installed on PostgreSQL only; "
-    f"this run uses {connection.vendor}",
-)
-def test_postgresql_refuses_to_update_or_delete_audit_rows(deployer):
+def test_the_database_refuses_to_update_or_delete_audit_rows(deployer):
+    """PostgreSQL (0002) and SQLite (0009) alike: bulk ORM writes and raw SQL are refused by the database."""
     ready_cluster(deployer, "local-1")
     event = AuditEvent.objects.order_by("id").first()
     attempts = {
@@ -136,3 +136,59 @@ def test_postgresql_refuses_to_update_or_delete_audit_rows(deployer):
         assert refused.value is not None, what
     stored = AuditEvent.objects.get(pk=event.pk)
     assert (stored.message, stored.actor_name) == (event.message, event.actor_name)
+
+
+sqlite_only = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason=f"SQLite's own file and shell; this run uses {connection.vendor}"
+)
+
+
+def _sqlite_shell(database: str, sql: str) -> tuple[int, str]:
+    """Run SQL the way someone at the sqlite3 shell would: its own process, outside Django."""
+    if shutil.which("sqlite3"):
+        done = subprocess.run(["sqlite3", database, sql], capture_output=True, text=True, timeout=30)
+        return done.returncode, done.stderr
+    with sqlite3.connect(database) as raw:  # no shell installed: the same library, its own connection
+        try:
+            raw.execute(sql)
+        except sqlite3.DatabaseError as exc:
+            return 1, str(exc)
+    return 0, ""
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)  # committed rows, which another process can see
+def test_the_sqlite3_shell_cannot_change_audit_rows(deployer):
+    ready_cluster(deployer, "local-1")
+    event = AuditEvent.objects.order_by("id").first()
+    database = connection.settings_dict["NAME"]
+
+    for sql in (
+        f"UPDATE deployments_auditevent SET actor_name = 'mallory' WHERE id = {event.pk}",
+        f"DELETE FROM deployments_auditevent WHERE id = {event.pk}",
+        "DELETE FROM deployments_auditevent",
+    ):
+        returncode, stderr = _sqlite_shell(database, sql)
+        assert returncode != 0 and "append-only" in stderr, (sql, returncode, stderr)
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.actor_name == event.actor_name
+
+
+@sqlite_only
+@pytest.mark.django_db(transaction=True)
+def test_flush_still_empties_the_database_and_keeps_the_audit_triggers(deployer):
+    """`manage.py flush` (and every transactional test's teardown) empties the whole database, the audit log
+    included, as TRUNCATE does on PostgreSQL; the triggers are back in place afterwards."""
+    ready_cluster(deployer, "local-1")
+    assert AuditEvent.objects.exists()
+
+    call_command("flush", interactive=False, verbosity=0)
+
+    assert not AuditEvent.objects.exists()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s",
+            [AuditEvent._meta.db_table],
+        )
+        triggers = sorted(row[0] for row in cursor.fetchall())
+    assert triggers == ["deployments_auditevent_no_delete", "deployments_auditevent_no_update"]
