@@ -70,7 +70,9 @@ def test_a_deploy_posted_while_the_broker_is_down_is_saved_and_answers_with_its_
     assert operation.state == OperationState.QUEUED and operation.steps == 0
     assert f"operation {operation.pk} not dispatched, broker unreachable" in caplog.text
     assert elapsed < 10, f"the POST waited {elapsed:.1f} s on a dead broker"
-    assert client.get(response["Location"]).status_code == 200
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert "Waiting for the task queue: the broker cannot be reached" in page.content.decode()
 
 
 def test_the_reconciler_dispatches_a_queued_operation_that_was_never_dispatched(

@@ -26,6 +26,10 @@ from ..transitions import (
 log = logging.getLogger(__name__)
 
 MAX_TRANSIENT_RETRIES = 5
+BROKER_UNREACHABLE = (
+    "Waiting for the task queue: the broker cannot be reached right now. "
+    "Nothing is lost; this operation continues once the broker is back."
+)
 
 
 class Refused(Exception):
@@ -42,6 +46,8 @@ def operation_dispatch(operation_id: int, countdown: float = 0) -> bool:
         advance_operation.apply_async((operation_id,), countdown=countdown)
     except OperationalError as exc:
         log.warning("operation %s not dispatched, broker unreachable (reconcile will): %s", operation_id, exc)
+        # Said on the operation's page too, which is where its requester is sent.
+        OperationLine.objects.create(operation_id=operation_id, text=BROKER_UNREACHABLE)
         return False
     return True
 
