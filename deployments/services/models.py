@@ -137,13 +137,15 @@ UPLOAD_STALE_HOURS = 6.0  # no upload or unpacking runs this long; LYNX_UPLOAD_S
 def _leftovers() -> list[Path]:
     """What an upload leaves while it runs: unpacking folders, registration staging, Django's temporary
     upload files (when Django keeps them in a folder of Lynx's, not the system's)."""
+    temp = getattr(settings, "FILE_UPLOAD_TEMP_DIR", None)
+    temp_dir = Path(temp).resolve() if temp else None
     found = []
     for folder in (settings.LYNX_UPLOADS_DIR, settings.LYNX_MODELS_DIR / ".staging"):
         if folder.is_dir():
-            found += folder.iterdir()
-    temp = getattr(settings, "FILE_UPLOAD_TEMP_DIR", None)
-    if temp and Path(temp).is_dir():
-        found += Path(temp).glob("*.upload*")  # Django names them tmpXXXX.upload<.ext>
+            # Django's own folder may live in ours: it is kept (only its stale files go, below).
+            found += [p for p in folder.iterdir() if p.resolve() != temp_dir]
+    if temp_dir and temp_dir.is_dir():
+        found += temp_dir.glob("*.upload*")  # Django names them tmpXXXX.upload<.ext>
     return found
 
 

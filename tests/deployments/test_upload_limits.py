@@ -311,10 +311,10 @@ def _aged(path: Path, hours: float) -> Path:
 def test_the_sweep_removes_upload_and_unpack_leftovers_older_than_the_limit(settings, tmp_path):
     settings.LYNX_UPLOADS_DIR = uploads = tmp_path / "uploads"
     settings.LYNX_MODELS_DIR = tmp_path / "models"
-    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "django-uploads")
+    settings.FILE_UPLOAD_TEMP_DIR = str(uploads / "django")  # in ours: the folder stays, its old files go
     staging, temp = settings.LYNX_MODELS_DIR / ".staging", Path(settings.FILE_UPLOAD_TEMP_DIR)
     for folder in (uploads, staging, temp):
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
     stale = [uploads / "unpack-old", staging / "0123abcd"]
     for folder in stale:
         (folder / "files" / "variables").mkdir(parents=True)
@@ -331,11 +331,13 @@ def test_the_sweep_removes_upload_and_unpack_leftovers_older_than_the_limit(sett
     model_files.mkdir(parents=True)
     _aged(settings.LYNX_MODELS_DIR / "mnist", 100)
 
+    _aged(temp, 7)
     removed = uploads_sweep(older_than_hours=6)
 
     assert removed == 3
     assert not any(p.exists() for p in [*stale, stale_upload])
-    assert all(p.exists() for p in fresh) and model_files.is_dir()  # registered models are never touched
+    assert all(p.exists() for p in fresh) and temp.is_dir()
+    assert model_files.is_dir()  # registered models are never touched
 
 
 def test_the_sweep_runs_periodically_from_the_one_schedule():
