@@ -124,6 +124,11 @@ class _RequestBody:
         raise _BodyRefused
 
 
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
 class _CappedServer(web.Server):
     """aiohttp's low-level server, closing the connections over a cap as soon as they are accepted."""
 
@@ -131,12 +136,23 @@ class _CappedServer(web.Server):
         super().__init__(handler, **kwargs)
         self._max_connections = max_connections
         self._stats = stats
+        # Handlers made but not yet connected: asyncio makes the protocols of a burst of accepts first.
+        self._unconnected: set[Any] = set()
+
+    def __call__(self) -> asyncio.Protocol:  # the protocol factory: one call per accepted connection
+        if len(self._connections) + len(self._unconnected) >= self._max_connections:
+            # Refused here, before aiohttp makes a request handler (closing one half-made logs a traceback).
+            self._stats.refused_connections += 1
+            return _Refused()
+        handler = super().__call__()
+        self._unconnected.add(handler)
+        # Connected a few loop turns later, or never if the accept failed: then it must not count for ever.
+        self._loop.call_later(1.0, self._unconnected.discard, handler)
+        return handler
 
     def connection_made(self, handler, transport) -> None:
+        self._unconnected.discard(handler)
         super().connection_made(handler, transport)
-        if len(self._connections) > self._max_connections:
-            self._stats.refused_connections += 1
-            handler.force_close()  # it leaves the count in connection_lost
 
 
 def _raise_open_files_limit(wanted: int) -> int:

@@ -20,8 +20,8 @@ from .state_dir import SUPERVISOR_LOG
 
 MAX_BYTES = 4 * 2**20
 BACKUPS = 3
-# Per message (its template, logger and level): the first FLOOD_BURST records of a window are logged, the
-# rest only counted, and the count is told on the first one logged in a later window.
+# Per message (its logger, level and the first line of its template): the first FLOOD_BURST records of a
+# window are logged, the rest only counted, and the count is told on the first one logged in a later window.
 FLOOD_WINDOW_S = 60.0
 FLOOD_BURST = 10
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -33,7 +33,8 @@ class FloodFilter(logging.Filter):
         self._windows: dict[tuple[str, int, str], list[float]] = {}  # key -> [start, logged, not logged]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
+        # The first line only: asyncio puts the task's repr, a new address each time, on the lines after.
+        key = (record.name, record.levelno, str(record.msg).partition("\n")[0][:200])
         window = self._windows.get(key)
         if window is None or record.created - window[0] >= FLOOD_WINDOW_S:
             if len(self._windows) > 1000:  # messages built without a template must not grow this for ever

@@ -5,6 +5,7 @@ the handler. Each test starts a real proxy on a loopback port and talks raw HTTP
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,12 @@ KEY = "the-key"
 
 
 def _run(scenario: Callable[[FrontProxy, int], Awaitable[Any]], **proxy_options: Any) -> Any:
+    """Run `scenario` against a proxy on a free port; fail if anything reached the loop's exception handler
+    (an exception no one retrieved: it would be a traceback in supervisor.log)."""
+    unhandled: list[dict[str, Any]] = []
+
     async def main() -> Any:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unhandled.append(context))
         port = free_port()
         options = {"keys": KeyStore(keys=Keys(KEY)), "ready_replicas": lambda: [], **proxy_options}
         front = FrontProxy(**options)
@@ -27,8 +33,11 @@ def _run(scenario: Callable[[FrontProxy, int], Awaitable[Any]], **proxy_options:
             return await asyncio.wait_for(scenario(front, port), timeout=60)
         finally:
             await front.close()
+            gc.collect()  # a task that failed unseen reports it when collected
 
-    return asyncio.run(main())
+    result = asyncio.run(main())
+    assert not unhandled, [context.get("message") for context in unhandled]
+    return result
 
 
 async def _exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:

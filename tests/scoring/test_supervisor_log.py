@@ -90,3 +90,11 @@ def test_a_flood_of_one_message_is_logged_a_few_times_a_minute_and_then_counted(
         f"replica-0: ClientOSError, retrying once [and {10_000 - supervisor_log.FLOOD_BURST} more like this "
         "before, not logged]"
     )
+
+
+def test_messages_that_differ_only_after_their_first_line_count_as_one():
+    flood = supervisor_log.FloodFilter()
+    records = [
+        _record(1000, f"Task exception was never retrieved\nfuture: <Task at 0x{i:x}>") for i in range(100)
+    ]
+    assert sum(flood.filter(record) for record in records) == supervisor_log.FLOOD_BURST
