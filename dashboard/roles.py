@@ -82,8 +82,11 @@ def user_role_set(*, actor: AbstractBaseUser, user: AbstractBaseUser, role: str)
         raise Refused("Ask another admin to change your own role, so Lynx never loses its last admin.")
     if user.is_superuser:
         raise Refused(f"{user.get_username()} is a superuser, so always an admin (see Django's admin).")
+    from dashboard.signals import role_changes_audited_by_caller  # it imports this module
+
     before = role_of(user)
-    with transaction.atomic():
+    # This records its own user.role event below, so the role-change signals stay quiet.
+    with transaction.atomic(), role_changes_audited_by_caller():
         user.groups.remove(*Group.objects.filter(name__in=ROLES).exclude(name=role))
         user.groups.add(Group.objects.get_or_create(name=role)[0])
         _refresh_groups(user)
