@@ -313,6 +313,8 @@ def grant_read(
             try:
                 if path.is_symlink():  # an app root's link to the model: the model is granted on its own
                     continue
+                if path.name == "__pycache__":  # a cache Python skips when it cannot read it
+                    continue
                 info = path.stat()
             except FileNotFoundError:
                 continue

@@ -128,9 +128,11 @@ def test_a_rollout_whose_replicas_never_get_ready_keeps_the_old_ones_serving(
 def test_a_replica_whose_init_failed_is_dead_until_restart_dead_and_then_serves(serve, tmp_path):
     flaky = tmp_path / "score_flaky.py"
     flaky.write_text(
-        "import os, pathlib\n"
+        "import pathlib\n"
         "def init():\n"
-        "    marker = pathlib.Path(os.environ['AML_APP_ROOT']) / 'tried'\n"
+        # Its working directory, the one a sandboxed replica may write, outlives a restart (the app root is
+        # read-only there, and /tmp starts empty each time).
+        "    marker = pathlib.Path.cwd() / 'tried'\n"
         "    if not marker.exists():\n"
         "        marker.touch()\n"
         "        raise RuntimeError('first start fails')\n"

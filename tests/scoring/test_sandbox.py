@@ -446,3 +446,34 @@ def test_the_deployment_page_says_replicas_run_unsandboxed(no_bwrap):
     })  # fmt: skip
     html = render_to_string("deployments/_deployment_status.html", {"deployment": deployment})
     assert "without a sandbox" in html and "apt-get install bubblewrap" in html
+
+
+def test_files_a_replica_reads_are_opened_to_the_sandbox_user_only_behind_a_private_directory(tmp_path):
+    var = tmp_path / "var"
+    model = var / "models" / "digits"
+    model.mkdir(parents=True)
+    (model / "weights.bin").write_bytes(b"\0")
+    (model / "weights.bin").chmod(0o600)
+    for directory in (model, model.parent, var):
+        directory.chmod(0o700)  # as Lynx writes them, with umask 077
+
+    sandbox.grant_read([model])
+    assert (model / "weights.bin").stat().st_mode & 0o777 == 0o604
+    assert model.stat().st_mode & 0o777 == 0o705
+    assert var.stat().st_mode & 0o777 == 0o700  # what keeps the host's other users out stays shut
+
+
+def test_a_file_the_sandbox_user_cannot_read_outside_a_private_directory_is_refused():
+    import tempfile
+
+    open_dir = Path(tempfile.mkdtemp(prefix="lynx-sandbox-test-"))
+    try:
+        open_dir.chmod(0o755)  # reachable by every user on the host: opening a file here would publish it
+        model = open_dir / "model.bin"
+        model.write_bytes(b"\0")
+        model.chmod(0o600)
+        with pytest.raises(sandbox.SandboxError, match="chmod -R o\\+rX"):
+            sandbox.grant_read([model])
+        assert model.stat().st_mode & 0o777 == 0o600
+    finally:
+        subprocess.run(["rm", "-rf", str(open_dir)], check=False)
