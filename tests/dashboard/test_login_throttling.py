@@ -69,3 +69,28 @@ def test_failures_are_recorded_with_username_and_address(client, viewer):
     _guess(client, viewer.username, 2)
     attempt = AccessAttempt.objects.get(username=viewer.username)
     assert attempt.failures_since_start == 2 and attempt.ip_address == "203.0.113.7"
+
+
+def test_a_made_up_forwarded_for_header_does_not_dodge_the_lock(client, viewer):
+    _guess(client, viewer.username, LIMIT)
+    response = client.post(
+        reverse("login"),
+        {"username": viewer.username, "password": "pw-" + viewer.username},
+        REMOTE_ADDR="203.0.113.7",
+        HTTP_X_FORWARDED_FOR="198.51.100.99",
+    )
+    assert response.status_code == 429
+
+
+def test_behind_the_trusted_proxy_the_address_is_the_one_it_appended(client, viewer, settings):
+    from axes.models import AccessAttempt
+
+    settings.LYNX_TRUST_PROXY_HEADERS = True
+    for attempt in range(2):
+        client.post(
+            reverse("login"),
+            {"username": viewer.username, "password": f"wrong-{attempt}"},
+            REMOTE_ADDR="172.18.0.5",  # nginx's container
+            HTTP_X_FORWARDED_FOR="10.9.9.9, 203.0.113.50",  # the left entry came from the client
+        )
+    assert AccessAttempt.objects.get(username=viewer.username).ip_address == "203.0.113.50"
