@@ -27,9 +27,10 @@ def broker_down(tmp_path: Path) -> Iterator[None]:
     from workers.celery import app
 
     def reset_pools() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
-        app._after_fork()  # drops the cached connection and producer pools (Celery's own after-fork reset)
+        # Drops the app's references to its connection and producer pools (Celery's own after-fork reset), so
+        # the next publish takes kombu's pool for the broker URL now set. Not closed: kombu keeps one pool per
+        # URL, and the session's broker gets its own back afterwards.
+        app._after_fork()
 
     previous = app.conf.broker_url
     app.conf.broker_url = f"redis+socket://{tmp_path / 'nobody.sock'}"
