@@ -42,7 +42,20 @@ _ETC = (
 _KEEP = frozenset(
     {"LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "SERVICE_NAME"}
 )
-_KEEP_PREFIXES = ("LC_", "TF_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "KMP_", "XLA_", "AZUREML_", "AML_")
+# TensorFlow's own TF_ prefixes only: Terraform's TF_CLI_*, TF_VAR_* and TF_TOKEN_* share the prefix.
+_TENSORFLOW = ("TF_CPP_", "TF_ENABLE_", "TF_FORCE_", "TF_GPU_", "TF_NUM_", "TF_XLA_", "TF_USE_", "TF_CUDNN_")
+_KEEP_PREFIXES = (
+    "LC_",
+    *_TENSORFLOW,
+    "TF_DETERMINISTIC_OPS",
+    "CUDA_",
+    "NVIDIA_",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "XLA_",
+)
+_KEEP_PREFIXES += ("AZUREML_", "AML_")
 _KEEP_PREFIXES += ("LYNX_MAX_BATCH", "PYTHON")
 # Runs as root inside the sandbox, then becomes the sandbox user for good: setuid away from 0 clears every
 # capability, and bwrap's no_new_privs keeps a setuid binary from bringing them back.

@@ -477,3 +477,26 @@ def test_a_file_the_sandbox_user_cannot_read_outside_a_private_directory_is_refu
         assert model.stat().st_mode & 0o777 == 0o600
     finally:
         subprocess.run(["rm", "-rf", str(open_dir)], check=False)
+
+
+def test_a_sandboxed_replica_keeps_only_the_environment_the_inference_server_needs():
+    env = sandbox.environment(
+        {
+            "AZUREML_MODEL_DIR": "/m",
+            "LYNX_MAX_BATCH_SIZE": "8",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "MALLOC_ARENA_MAX": "2",
+            "LANG": "C.UTF-8",
+            "TF_CLI_CONFIG_FILE": "/root/.terraformrc",  # Terraform's, not TensorFlow's
+            "HOME": "/root",
+            "SSH_AUTH_SOCK": "/run/ssh.sock",
+            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        }
+    )
+    assert env.keys() == {
+        "AZUREML_MODEL_DIR", "LYNX_MAX_BATCH_SIZE", "TF_CPP_MIN_LOG_LEVEL", "MALLOC_ARENA_MAX", "LANG",
+        "PATH", "HOME", "TMPDIR", "PYTHONNOUSERSITE", "PYTHONDONTWRITEBYTECODE",
+    }  # fmt: skip
+    assert (
+        env["HOME"] == env["TMPDIR"] == "/tmp"
+    )  # the private /tmp: its only writable place but its own directory
