@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -272,6 +273,7 @@ class Supervisor:
             await asyncio.sleep(0.05)
         for replica in replicas:
             await self.proxy.forget(replica)
+            shutil.rmtree(replica.private_dir, ignore_errors=True)  # stopped for good: its socket goes too
             if replica.state != "dead":
                 replica.state, replica.exit_code = "dead", replica.poll()
                 logger.info("%s: stopped (exit code %s)", replica.name, replica.exit_code)
