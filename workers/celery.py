@@ -23,7 +23,7 @@ def _survive_broker_outages(sender: Celery, **_: object) -> None:
     conf.broker_connection_timeout = 4
     conf.broker_transport_options = {
         "socket_connect_timeout": 3,
-        "socket_timeout": 10,  # longer than the 1 s BRPOP; bounds a publish on a half-open connection
+        "socket_timeout": 5,  # longer than the 1 s BRPOP; bounds a publish on a silent, half-open connection
         **(conf.broker_transport_options or {}),
     }
 

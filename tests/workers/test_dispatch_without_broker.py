@@ -92,3 +92,29 @@ def test_the_reconciler_dispatches_a_queued_operation_that_was_never_dispatched(
     time.sleep(1.2)
     assert services_reconcile()["reclaimed"] == 1
     assert dispatched == [stranded.pk]
+
+
+def test_dispatch_gives_up_within_seconds_on_a_broker_that_never_answers(deployer, monkeypatch):
+    """A broker host that accepts connections and then says nothing (a half-open failover) costs a request
+    one socket timeout, not minutes."""
+    import socket
+
+    from deployments.services.operations import operation_dispatch
+    from workers.celery import app
+
+    silent = socket.socket()  # the kernel accepts into the backlog; nobody ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setattr(app.conf, "broker_url", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    app._after_fork()  # the app's pools are rebuilt for that URL (see broker_down)
+    operation = ready_cluster(deployer, name="silent").operations.get()
+    try:
+        started = time.monotonic()
+        dispatched = operation_dispatch(operation.pk)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+        monkeypatch.undo()
+        app._after_fork()
+    assert dispatched is False and elapsed < 8, elapsed
+    assert operation.lines.filter(text__startswith="Waiting for the task queue").exists()
