@@ -433,6 +433,8 @@ def test_the_make_run_banner_says_replicas_run_unsandboxed_and_how_to_fix_it(no_
 
     banner = sandbox_banner()
     assert "without a sandbox" in banner and "apt-get install bubblewrap" in banner
+    refusal = sandbox_banner(production=True)
+    assert "local deployments are refused" in refusal and "apt-get install bubblewrap" in refusal
 
 
 def test_the_deployment_page_says_replicas_run_unsandboxed(no_bwrap):
