@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-embedded lint lock clean bench
+.PHONY: install run test test-embedded lint lock clean bench db-roles
 
 install: $(STAMP)
 
@@ -36,6 +36,14 @@ bench: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# PostgreSQL only: the login role web, worker and beat should connect as, which can insert and read audit rows
+# but neither change them nor drop the append-only trigger. Run as the tables' owner, after every migrate:
+#   DATABASE_URL=postgres://owner@host/lynx LYNX_APP_PASSWORD=... make db-roles APP_ROLE=lynx_app
+# then give Lynx's processes DATABASE_URL=postgres://lynx_app:...@host/lynx (migrate keeps the owner's URL).
+APP_ROLE ?= lynx_app
+db-roles: install
+	$(PY) manage.py lynx_db_roles $(APP_ROLE) --password-env LYNX_APP_PASSWORD
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^lynx' > requirements.lock

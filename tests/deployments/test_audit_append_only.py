@@ -10,7 +10,9 @@ import subprocess
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from uuid import uuid4
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -192,3 +194,49 @@ def test_flush_still_empties_the_database_and_keeps_the_audit_triggers(deployer)
         )
         triggers = sorted(row[0] for row in cursor.fetchall())
     assert triggers == ["deployments_auditevent_no_delete", "deployments_auditevent_no_update"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL roles")
+@pytest.mark.django_db(transaction=True)  # the grants and the row must be committed for the role to see them
+def test_the_app_role_can_insert_audit_rows_but_neither_rewrite_nor_unguard_them(deployer, monkeypatch):
+    role = f"lynx_app_{uuid4().hex[:8]}"  # roles are server-wide: a name no other test run uses
+    password = uuid4().hex
+    monkeypatch.setenv("LYNX_TEST_APP_PW", password)
+    call_command("lynx_db_roles", role, password_env="LYNX_TEST_APP_PW", verbosity=0)
+    call_command("lynx_db_roles", role, verbosity=0)  # idempotent: a second run after a migrate
+    ready_cluster(deployer, "local-1")
+    event = AuditEvent.objects.order_by("id").first()
+    db = connection.settings_dict
+    as_app = psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        dbname=db["NAME"],
+        user=role,
+        password=password,
+        autocommit=True,
+    )
+    try:
+        with as_app.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM deployments_auditevent")
+            assert cursor.fetchone()[0] >= 1
+            cursor.execute(
+                "INSERT INTO deployments_auditevent (created_at, actor_name, action, resource_type,"
+                " resource_name, before, after, message) VALUES (now(), 'system', 'role.check', 'test', 'x',"
+                " '{}', '{}', '')"
+            )
+            cursor.execute("UPDATE deployments_cluster SET owner_id = owner_id")  # ordinary tables: writable
+            for refused in (
+                f"UPDATE deployments_auditevent SET actor_name = 'mallory' WHERE id = {event.pk}",
+                f"DELETE FROM deployments_auditevent WHERE id = {event.pk}",
+                "TRUNCATE deployments_auditevent",
+                "ALTER TABLE deployments_auditevent DISABLE TRIGGER deployments_auditevent_append_only",
+                "DROP TRIGGER deployments_auditevent_append_only ON deployments_auditevent",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    cursor.execute(refused)
+    finally:
+        as_app.close()
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP OWNED BY "{role}"')
+            cursor.execute(f'DROP ROLE "{role}"')
+    assert AuditEvent.objects.get(pk=event.pk).actor_name == event.actor_name
