@@ -160,6 +160,11 @@ def lay_out_model(state_dir: Path, spec: ReplicaSpec) -> Path:
     return version_dir
 
 
+def sandbox_inputs(spec: ReplicaSpec, model_dir: Path) -> list[Path]:
+    """What a sandboxed replica of `spec` reads besides Python and Lynx: bound read-only, nothing else is."""
+    return [Path(spec.model_path), Path(spec.entry_script).parent, app_root(model_dir)]
+
+
 def app_root(model_dir: Path) -> Path:
     """The AML_APP_ROOT of a model laid out by `lay_out_model`."""
     return Path(model_dir).parents[2]
@@ -315,7 +320,7 @@ class Replica:
         assert self.confinement is not None
         read_only = [Path(self.spec.model_path), Path(self.spec.entry_script).parent]
         if self.model_dir is not None:
-            read_only.append(app_root(self.model_dir))
+            read_only = sandbox_inputs(self.spec, self.model_dir)
         return sandbox.Plan(
             lynx_root=LYNX_ROOT,
             hidden=self.confinement.hidden,

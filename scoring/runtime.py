@@ -30,8 +30,8 @@ from .replicas import (
     Confinement,
     ReplicaSpec,
     SpecError,
-    app_root,
     lay_out_model,
+    sandbox_inputs,
 )
 from .state_dir import EXIT_CONFIG, EXIT_LOCKED, EXIT_NO_SANDBOX, acquire_lock, lock_holder_pid
 
@@ -163,9 +163,9 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_NO_SANDBOX
     try:
         model_dir = lay_out_model(state_dir, spec)
-        if confinement is not None and confinement.uid is not None:
-            paths = [Path(spec.model_path), Path(spec.entry_script).parent, app_root(model_dir)]
-            sandbox.grant_read(paths, confinement.uid, sandbox.SANDBOX_GID)
+        if confinement is not None:
+            inputs = sandbox_inputs(spec, model_dir)
+            sandbox.prepare_inputs(inputs, hidden=confinement.hidden, uid=confinement.uid)
     except (SpecError, OSError) as error:
         print(f"error: cannot lay out the model: {error}", file=sys.stderr)
         return EXIT_CONFIG

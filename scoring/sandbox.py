@@ -76,10 +76,6 @@ class Availability:
     reason: str = ""  # why not, when not
 
     @property
-    def engine(self) -> str:
-        return ENGINE
-
-    @property
     def message(self) -> str:
         if self.available:
             return f"replicas run in a {ENGINE} sandbox ({self.binary})"
@@ -98,7 +94,8 @@ def bwrap_binary() -> str | None:
     configured = os.environ.get(BWRAP_ENV)
     if configured:
         return configured
-    return shutil.which("bwrap") or next((p for p in ("/usr/bin/bwrap",) if os.path.exists(p)), None)
+    # /usr/bin too: a worker started with a bare PATH must find Debian's bwrap.
+    return shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin")
 
 
 def availability() -> Availability:
@@ -266,6 +263,9 @@ def command(binary: str, plan: Plan, argv: Sequence[str]) -> list[str]:
         layout.mask(env_file)
     for path in plan.read_only:
         layout.bind(Path(path))
+    for secret in plan.hidden:  # a key file kept beside score.py came back with its folder
+        if not Path(secret).is_dir():
+            layout.mask(Path(secret))
     layout.bind(plan.private_dir, writable=True)
     layout.args += ["--chdir", str(plan.private_dir), "--hostname", "replica"]
     inner = list(argv)
@@ -306,6 +306,23 @@ def _shielded(path: Path, uid: int, gid: int) -> bool:
         if not _permits(info, uid, gid, 0o1):  # no search permission: nothing below can be reached
             return True
     return False
+
+
+def prepare_inputs(paths: Sequence[Path], *, hidden: Iterable[Path], uid: int | None) -> None:
+    """Check and open up what a replica reads (model, entry-script folder, app root) before it starts.
+
+    None of them may hold a hidden directory: a script kept at the top of var/ would bind all of var/ back in.
+    (A hidden file, such as a key file beside score.py, is masked again after the binds.)
+    """
+    for path in paths:
+        for secret in hidden:
+            if Path(secret).is_dir() and (Path(path) == secret or Path(path) in Path(secret).parents):
+                raise SandboxError(
+                    f"{path} holds {secret}, which replicas must not see: keep entry scripts and models in "
+                    "folders of their own"
+                )
+    if uid is not None:
+        grant_read(paths, uid, SANDBOX_GID)
 
 
 def grant_read(

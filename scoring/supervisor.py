@@ -30,9 +30,9 @@ from .replicas import (
     Replica,
     ReplicaSpec,
     SpecError,
-    app_root,
     lay_out_model,
     replica_environment,
+    sandbox_inputs,
 )
 from .state_dir import DESIRED_FILE, EXIT_OK, EXIT_PORT_IN_USE, STATUS_FILE
 
@@ -136,11 +136,11 @@ class Supervisor:
 
     # ---- replicas ------------------------------------------------------------------------------------------
 
-    def grant_sandbox_read(self, spec: ReplicaSpec, model_dir: Path) -> None:
-        """Let the sandbox's user read what a generation needs (sandbox.SandboxError when it cannot)."""
-        if self.confinement is not None and self.confinement.uid is not None:
-            paths = [Path(spec.model_path), Path(spec.entry_script).parent, app_root(model_dir)]
-            sandbox.grant_read(paths, self.confinement.uid, sandbox.SANDBOX_GID)
+    def prepare_sandbox_inputs(self, spec: ReplicaSpec, model_dir: Path) -> None:
+        """Check and open up what a generation's replicas read (sandbox.SandboxError when they cannot)."""
+        if self.confinement is not None:
+            inputs = sandbox_inputs(spec, model_dir)
+            sandbox.prepare_inputs(inputs, hidden=self.confinement.hidden, uid=self.confinement.uid)
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -336,7 +336,7 @@ class Supervisor:
         try:
             spec = ReplicaSpec.from_mapping(desired)
             model_dir = lay_out_model(self.state_dir, spec)
-            self.grant_sandbox_read(spec, model_dir)
+            self.prepare_sandbox_inputs(spec, model_dir)
         except (SpecError, OSError, TypeError) as error:
             self._finish_rollout(rollout, f"invalid desired state: {error}")
             return

@@ -502,3 +502,28 @@ def test_a_sandboxed_replica_keeps_only_the_environment_the_inference_server_nee
     assert (
         env["HOME"] == env["TMPDIR"] == "/tmp"
     )  # the private /tmp: its only writable place but its own directory
+
+
+def test_an_entry_script_kept_beside_lynx_secrets_is_refused(tmp_path):
+    var = tmp_path / "var"
+    state_dir = var / "local" / "services" / "digits"
+    state_dir.mkdir(parents=True)
+    # Its folder would be bound in whole, and var/ with it.
+    with pytest.raises(sandbox.SandboxError, match="folders of their own"):
+        sandbox.prepare_inputs([var], hidden=[var, state_dir], uid=None)
+    sandbox.prepare_inputs([var / "scripts"], hidden=[var, state_dir], uid=None)
+
+
+def test_a_key_file_beside_the_entry_script_stays_hidden(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    key_file = source / "keys.json"
+    key_file.write_text("{}")
+    sandbox.prepare_inputs([source], hidden=[key_file], uid=None)  # allowed: masked after the bind
+    plan = sandbox.Plan(
+        lynx_root=REPO, hidden=[key_file], read_only=[source], private_dir=tmp_path / "run", uid=None
+    )
+    args = sandbox.command("/usr/bin/bwrap", plan, ["true"])
+    binds = [i for i, arg in enumerate(args) if arg == str(key_file)]
+    assert args[binds[-1] - 2 : binds[-1]] == ["--ro-bind", "/dev/null"]
+    assert args.index(str(source)) < binds[-1]
