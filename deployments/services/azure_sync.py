@@ -51,10 +51,11 @@ def azure_sync_request(*, workspace: Workspace | None = None) -> None:
     """Ask a worker to sync one workspace (or every one) now, after the caller's transaction commits."""
     from workers.tasks import sync_azure, sync_azure_workspace
 
+    # robust: with the broker down the request still answers; the periodic sync catches up once it is back.
     if workspace is None:
-        transaction.on_commit(lambda: sync_azure.delay())
+        transaction.on_commit(lambda: sync_azure.delay(), robust=True)
     else:
-        transaction.on_commit(lambda: sync_azure_workspace.delay(workspace.pk))
+        transaction.on_commit(lambda: sync_azure_workspace.delay(workspace.pk), robust=True)
 
 
 def azure_sync_all() -> list[int]:
