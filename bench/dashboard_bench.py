@@ -260,7 +260,8 @@ def _run(
     # docs/PERFORMANCE.md). The anonymous part is the replica's own.
     infos = [
         psutil.Process(pid).memory_info()
-        for pid in [replica.get("pid"), *replica.get("worker_pids", [])]
+        # server_pid: the gunicorn arbiter; "pid" is the bwrap process around a sandboxed replica.
+        for pid in [replica.get("server_pid") or replica.get("pid"), *replica.get("worker_pids", [])]
         if pid
     ]
     report.add(

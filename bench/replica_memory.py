@@ -71,7 +71,8 @@ def measure(state_dir: Path) -> dict:
     """RSS of the replica's arbiter and workers, read from the kernel now (not status.json's last write)."""
     status = control.read_status(state_dir) or {}
     replica = (status.get("replicas") or [{}])[0]
-    arbiter = psutil.Process(replica["pid"])
+    # The gunicorn arbiter (inside the sandbox: "pid" is then the bwrap process around it).
+    arbiter = psutil.Process(replica.get("server_pid") or replica["pid"])
     workers = arbiter.children(recursive=True)
     sample = {
         "arbiter_mb": arbiter.memory_info().rss / 2**20,
@@ -87,14 +88,14 @@ def measure(state_dir: Path) -> dict:
 
 def samples_pids(state_dir: Path) -> str:
     replica = ((control.read_status(state_dir) or {}).get("replicas") or [{}])[0]
-    return f"{replica.get('pid')}, workers {replica.get('worker_pids')}"
+    return f"{replica.get('server_pid') or replica.get('pid')}, workers {replica.get('worker_pids')}"
 
 
 def cpu_seconds(state_dir: Path) -> float:
     """CPU time (user + system) of the replica's arbiter and workers so far."""
     status = control.read_status(state_dir) or {}
     replica = (status.get("replicas") or [{}])[0]
-    arbiter = psutil.Process(replica["pid"])
+    arbiter = psutil.Process(replica.get("server_pid") or replica["pid"])
     return sum(sum(p.cpu_times()[:2]) for p in [arbiter, *arbiter.children(recursive=True)])
 
 

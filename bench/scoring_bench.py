@@ -171,7 +171,10 @@ class Served:
         """CPU time of the supervisor (with its front proxy) and of every replica process."""
         status = control.read_status(self.state_dir) or {}
         pids = [status.get("pid")] + [
-            p for r in status.get("replicas", []) for p in [r["pid"], *r["worker_pids"]]
+            p
+            for r in status.get("replicas", [])
+            for p in [r["pid"], r.get("server_pid"), *r["worker_pids"]]
+            if p
         ]
         return _cpu_seconds(pids)
 
