@@ -219,6 +219,12 @@ CELERY_TASK_ALWAYS_EAGER = False
 LYNX_MODELS_DIR = VAR_DIR / "models"
 LYNX_LOCAL_DIR = VAR_DIR / "local"  # one state dir per local deployment (replicas, logs, keys)
 LYNX_UPLOADS_DIR = VAR_DIR / "uploads"
+# Django's temporary upload files live under var/ too, so a request killed mid-upload leaves them where the
+# hourly sweep (deployments.services.models.uploads_sweep) finds them, not in the system's /tmp.
+FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "upload-tmp")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+# What the sweep counts as left behind: anything an upload wrote that is older than this.
+LYNX_UPLOAD_STALE_HOURS = float(os.environ.get("LYNX_UPLOAD_STALE_HOURS", "6"))
 # An operation step holds a lease this long; a step whose lease ran out was lost (worker killed)
 # and the reconciler hands it to another worker.
 LYNX_OPERATION_LEASE_SECONDS = int(os.environ.get("LYNX_OPERATION_LEASE_SECONDS", "30"))
