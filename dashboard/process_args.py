@@ -3,8 +3,18 @@ Celery's worker and beat. One place, so `make run`, the tests and `make bench` s
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+# Celery's own default queue: every task not routed elsewhere (Azure work, the sync, the sweeps).
+DEFAULT_QUEUE = "celery"
+
+
+def local_queue() -> str:
+    """The queue of the host that runs local replicas: LYNX_LOCAL_QUEUE, as settings.LYNX_LOCAL_QUEUE."""
+    return os.environ.get("LYNX_LOCAL_QUEUE") or "local"
 
 
 def embedded_redis_argv(socket_path: Path, data_dir: Path | None = None) -> list[str]:
@@ -29,11 +39,17 @@ def embedded_redis_argv(socket_path: Path, data_dir: Path | None = None) -> list
     return [*argv, "--loglevel", "warning"]
 
 
-def celery_worker_argv(name: str, *, concurrency: int, standalone: bool = False) -> list[str]:
+def celery_worker_argv(
+    name: str, *, concurrency: int, standalone: bool = False, queues: Sequence[str] | None = None
+) -> list[str]:
     """A worker taking one task at a time per process. standalone: it skips meeting its peers (gossip,
-    mingle), which a lone worker in a test or a bench does not need and which slows its start."""
+    mingle), which a lone worker in a test or a bench does not need and which slows its start.
+    queues: by default the default queue and the local one, as a single machine (`make run`, the tests,
+    the bench, compose) has one worker that also runs the local replicas."""
+    queues = queues or (DEFAULT_QUEUE, local_queue())
     argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO"]
     argv += ["--concurrency", str(concurrency), "--prefetch-multiplier", "1", "-n", name]
+    argv += ["-Q", ",".join(queues)]
     return argv + (["--without-gossip", "--without-mingle"] if standalone else [])
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from dashboard.process_args import local_queue
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("LYNX_VAR_DIR", BASE_DIR / "var")).resolve()
 
@@ -218,6 +220,16 @@ CELERY_TASK_ALWAYS_EAGER = False
 # --- Lynx ------------------------------------------------------------------------------------------
 LYNX_MODELS_DIR = VAR_DIR / "models"
 LYNX_LOCAL_DIR = VAR_DIR / "local"  # one state dir per local deployment (replicas, logs, keys)
+# Where a local deployment's front proxy (the key-checking one; replicas stay on Unix sockets) listens, and
+# the host name its scoring URI gives. The web process POSTs test images to that URI: in compose it runs in
+# another container, so the worker binds 0.0.0.0 and names itself by its service name (docker-compose.yml).
+LYNX_LOCAL_BIND_HOST = os.environ.get("LYNX_LOCAL_BIND_HOST") or "127.0.0.1"
+LYNX_LOCAL_PUBLIC_HOST = os.environ.get("LYNX_LOCAL_PUBLIC_HOST") or (
+    "127.0.0.1" if LYNX_LOCAL_BIND_HOST in ("0.0.0.0", "::") else LYNX_LOCAL_BIND_HOST
+)
+# The Celery queue of the one host that runs local replicas: every task touching them goes there
+# (workers/celery.py, operation_dispatch). dashboard/process_args.py reads the same variable.
+LYNX_LOCAL_QUEUE = local_queue()
 LYNX_UPLOADS_DIR = VAR_DIR / "uploads"
 # Django's temporary upload files live under var/ too, so a request killed mid-upload leaves them where the
 # hourly sweep (deployments.services.models.uploads_sweep) finds them, not in the system's /tmp.

@@ -28,6 +28,26 @@ def _survive_broker_outages(sender: Celery, **_: object) -> None:
     }
 
 
+@app.on_after_configure.connect
+def _route_local_work(sender: Celery, **_: object) -> None:
+    """Local replicas live on one host: what touches them must run there, whichever worker is free.
+
+    Operations are routed one by one (operation_dispatch: its cluster's target decides). `reconcile` goes
+    to the local queue whole, not split: each pass reads every local state directory and signals the
+    supervisors, which only that host can do, while its other parts (reclaiming lost steps, observing
+    Azure services) are database and HTTPS work any host can do as well. Splitting it would add a second
+    schedule entry and a second task for no gain on the one-host stack compose runs; the cost is that
+    Azure services go unreconciled while the local worker is down, which /healthz reports anyway.
+    """
+    # Must be imported here: settings are read once Celery has configured itself from them.
+    from django.conf import settings
+
+    from dashboard.process_args import DEFAULT_QUEUE
+
+    sender.conf.task_default_queue = DEFAULT_QUEUE
+    sender.conf.task_routes = {"workers.tasks.reconcile": {"queue": settings.LYNX_LOCAL_QUEUE}}
+
+
 @app.on_after_finalize.connect
 def _install_schedule(sender: Celery, **_: object) -> None:
     from workers.schedule import beat_schedule

@@ -9,10 +9,19 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
-from deployments.models import Cluster, Deployment, Operation, OperationKind, OperationLine, Workspace
+from deployments.models import (
+    Backend,
+    Cluster,
+    Deployment,
+    Operation,
+    OperationKind,
+    OperationLine,
+    Workspace,
+)
 from deployments.states import ACTIVE_OPERATION_STATES, OperationState, ProvisioningState, ServiceState
 
 from ..audit import actor_name, audit_record
@@ -43,13 +52,22 @@ def operation_dispatch(operation_id: int, countdown: float = 0) -> bool:
     from workers.tasks import advance_operation
 
     try:
-        advance_operation.apply_async((operation_id,), countdown=countdown)
+        advance_operation.apply_async(
+            (operation_id,), countdown=countdown, queue=operation_queue(operation_id)
+        )
     except OperationalError as exc:
         log.warning("operation %s not dispatched, broker unreachable (reconcile will): %s", operation_id, exc)
         # Said on the operation's page too, which is where its requester is sent.
         OperationLine.objects.create(operation_id=operation_id, text=BROKER_UNREACHABLE)
         return False
     return True
+
+
+def operation_queue(operation_id: int) -> str | None:
+    """The local queue for an operation on the local target: its replicas run on that queue's host only, and
+    another worker host would start (or look for) them on itself. None: the default queue, any worker."""
+    local = Q(cluster__backend=Backend.LOCAL) | Q(deployment__cluster__backend=Backend.LOCAL)
+    return settings.LYNX_LOCAL_QUEUE if Operation.objects.filter(local, pk=operation_id).exists() else None
 
 
 def operation_start(
