@@ -356,7 +356,9 @@ def grant_read(
                     pass
             if _readable_by(info, uid, gid, directory=directory):
                 continue
-            if info.st_uid != os.geteuid() or not _shielded(path, uid, gid):
+            # Root may open up another user's file too: in production the worker runs as root (so replicas can
+            # drop to `uid`) while the web process, as Lynx's user, stored the model (docker-compose.yml).
+            if (info.st_uid != os.geteuid() and os.geteuid() != 0) or not _shielded(path, uid, gid):
                 raise SandboxError(
                     f"{path} is not readable by the sandbox's user (uid {uid}): a replica could not load it. "
                     f"Make it readable by others (chmod -R o+rX {top}), or keep it inside Lynx's var/."
