@@ -1,4 +1,5 @@
-"""Docker cannot run here, so check what can be: every service's command names something real."""
+"""Docker cannot run here (no engine on this machine), so check what can be by parsing docker-compose.yml and
+the Dockerfile: every service's command names something real, and each service has the settings it needs."""
 
 import importlib.util
 import re
@@ -8,7 +9,7 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
-from dashboard.process_args import gunicorn_argv
+from dashboard.process_args import DEFAULT_QUEUE, celery_worker_argv, gunicorn_argv, local_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,3 +131,58 @@ def test_the_image_leaves_out_the_test_tools():
     names = set(excluded.group(1).split("|"))
     assert {requirement.split("==")[0] for requirement in dev} <= names
     assert re.search(r"^USER\s+lynx", dockerfile, re.M), "the image runs as root"
+
+
+# --- The local target in the stack: its queue, its address, its sandbox (issues 10 and 11) ----------------
+
+WORKER_CONFINEMENT = {"apparmor=unconfined", "systempaths=unconfined"}
+
+
+def test_the_worker_consumes_the_local_queue_that_web_and_beat_send_local_work_to():
+    services = _compose()["services"]
+    # web dispatches operations and beat sends reconcile: all three must name the same queue.
+    named = {services[name]["environment"]["LYNX_LOCAL_QUEUE"] for name in ("web", "worker", "beat")}
+    assert named == {"local"}
+    command = services["worker"]["command"]
+    assert command[command.index("-Q") + 1].split(",") == [DEFAULT_QUEUE, "local"]
+    # The same queues as the worker `make run`, the tests and the bench start.
+    default_argv = celery_worker_argv("lynx@%h", concurrency=4)
+    assert default_argv[default_argv.index("-Q") + 1].split(",") == [DEFAULT_QUEUE, local_queue()]
+
+
+def test_the_worker_serves_scoring_uris_the_web_container_can_reach_without_publishing_them():
+    services = _compose()["services"]
+    env = services["worker"]["environment"]
+    assert env["LYNX_LOCAL_BIND_HOST"] == "0.0.0.0"
+    # The worker's service name: what the web container resolves on compose's network.
+    assert env["LYNX_LOCAL_PUBLIC_HOST"] == "worker" and "worker" in services
+    assert "ports" not in services["worker"], "replica ports are for the web container, not the internet"
+    # Only the worker binds beyond loopback; the rest keep the defaults (they start no replicas).
+    for name in ("web", "beat", "migrate"):
+        assert "LYNX_LOCAL_BIND_HOST" not in services[name]["environment"], name
+
+
+def test_only_the_worker_gets_what_the_replica_sandbox_needs():
+    services = _compose()["services"]
+    worker = services["worker"]
+    # Root, so replicas can drop to uid 65534; CAP_SYS_ADMIN for namespaces and mounts; AppArmor's mount ban
+    # and the masked /proc paths lifted. Nothing broader: seccomp stays on, the container is not privileged.
+    assert worker["user"] == "0:0"
+    assert worker["cap_add"] == ["SYS_ADMIN"]
+    assert set(worker["security_opt"]) == WORKER_CONFINEMENT
+    assert not worker.get("privileged") and not any("seccomp" in opt for opt in worker["security_opt"])
+    for name in ("web", "beat", "migrate"):
+        service = services[name]
+        assert "user" not in service, f"{name} must run as the image's unprivileged user"
+        assert (
+            not service.get("cap_add") and not service.get("security_opt") and not service.get("privileged")
+        )
+
+
+def test_the_image_installs_bubblewrap_and_still_runs_as_lynx():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    install = re.search(r"apt-get install -y --no-install-recommends bubblewrap", dockerfile)
+    assert install, "the image has no bubblewrap: production would refuse every local deploy"
+    user = re.search(r"^USER\s+lynx\s*$", dockerfile, re.M)
+    assert user and install.start() < user.start()  # installed as root, before the image drops to lynx
+    assert "rm -rf /var/lib/apt/lists" in dockerfile
