@@ -9,6 +9,7 @@ No database transaction is open while the request is in flight.
 
 from __future__ import annotations
 
+import http.cookiejar
 import io
 import json
 import math
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -185,25 +187,29 @@ _local = threading.local()
 
 
 def _session() -> requests.Session:
-    """One pooled session per web thread: a kept-alive connection saves a TCP handshake per test."""
+    """One pooled session per web thread: a kept-alive connection saves a TCP handshake per test.
+
+    It keeps no cookies: an answer is written by the deployer's code, and a cookie it set would be sent on to
+    every other deployment at the same host."""
     session = getattr(_local, "session", None)
     if session is None:
         session = _local.session = requests.Session()
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return session
 
 
-def _server_message(response: requests.Response) -> str:
+def _server_message(text: str) -> str:
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
-    return response.text.strip()[:300]
+    return text.strip()[:300]
 
 
-def _explain_status(response: requests.Response) -> str:
-    code, said = response.status_code, _server_message(response)
+def _explain_status(response: requests.Response, text: str) -> str:
+    code, said = response.status_code, _server_message(text)
     quoted = f' It said: "{said}"' if said else ""
     if code == 401:
         return (
@@ -241,8 +247,14 @@ def _post(uri: str, key: str, image: bytes, content_type: str, timeout: float) -
     headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
     started = time.perf_counter()
     try:
-        response = _session().post(uri, data=image, headers=headers, timeout=timeout)
-    except requests.Timeout:
+        # Never follow a redirect: the deployer's code could send the dashboard, and the image, to any
+        # service its host reaches and read the answer on this page. Read no more than the page shows.
+        response = _session().post(
+            uri, data=image, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+        )
+        with response:
+            body = response.raw.read(EXCERPT_CHARS * 4, decode_content=True)
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError):
         return Outcome(
             latency_ms=(time.perf_counter() - started) * 1000,
             error=f"No answer within {timeout:g} s: run() may be stuck or too slow; see the Logs section.",
@@ -251,15 +263,22 @@ def _post(uri: str, key: str, image: bytes, content_type: str, timeout: float) -
         refused = "refused" in str(exc).lower()
         reason = "nothing is listening there (are the replicas down?)" if refused else "the connection failed"
         return Outcome(error=f"Could not connect to {uri}: {reason}.")
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:  # the latter: reading the body
         return Outcome(error=f"The request to {uri} failed: {type(exc).__name__}.")
+    text = body.decode(response.encoding or "utf-8", errors="replace")[:EXCERPT_CHARS]
     outcome = Outcome(
         status_code=response.status_code,
         latency_ms=(time.perf_counter() - started) * 1000,
-        response_excerpt=response.text[:EXCERPT_CHARS],
+        response_excerpt=text,
     )
-    if response.status_code >= 400:
-        outcome.error = _explain_status(response)
+    if response.is_redirect:
+        outcome.error = (
+            f"{response.status_code} {response.reason}: the endpoint answered with a redirect to "
+            f"{response.headers.get('Location', 'nowhere')[:200]}; Lynx does not follow a scoring "
+            "endpoint's redirects."
+        )
+    elif response.status_code >= 400:
+        outcome.error = _explain_status(response, text)
     return outcome
 
 
