@@ -170,6 +170,9 @@ class Deployment(models.Model):
     last_scored_at = models.DateTimeField(null=True, blank=True)
     stats = models.JSONField(default=dict, blank=True)
     revision = models.PositiveIntegerField(default=1)
+    # Local target: the front port, reserved when the deployment is created and reused by every restart, so
+    # its scoring URI never changes while it exists. None for Azure, and for deployments from before 0010.
+    local_port = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -178,6 +181,12 @@ class Deployment(models.Model):
                 fields=["name"],
                 condition=~Q(state=ServiceState.DELETED),
                 name="deployment_name_unique_while_alive",
+            ),
+            # Two live deployments never share a port; a deleted one gives its port back.
+            models.UniqueConstraint(
+                fields=["local_port"],
+                condition=~Q(state=ServiceState.DELETED) & Q(local_port__isnull=False),
+                name="deployment_local_port_unique_while_alive",
             ),
         ]
 

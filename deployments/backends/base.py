@@ -73,6 +73,7 @@ class ServiceSpec:
     secondary_key: str = ""
     max_batch_size: int = 32
     max_batch_wait_ms: int = 5
+    port: int = 0  # local target: the front port reserved for the deployment (0: none reserved, legacy)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ class ReplicaObservation:
     state: str  # starting | ready | dead
     pid: int | None = None
     restarts: int = 0
+    # Kubernetes' lastState.terminated.reason: "OOMKilled", "InitExited", "Error"; "" if it never ended.
+    last_termination: str = ""
+    gave_up: bool = False  # failed to start too often: the target does not restart it again
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class ServiceObservation:
         default_factory=tuple
     )  # lines like wait_for_deployment(show_output=True)
     stats: dict[str, float] = field(default_factory=dict)  # e.g. {"avg_batch_size": 3.2, "requests": 120}
+    # What the target did on its own (a replica OOMKilled and restarted), oldest first: {"id", "message", …};
+    # "id" is unique per service, for the reconciler to record each event once.
+    events: tuple[dict, ...] = ()
 
 
 class Backend(Protocol):

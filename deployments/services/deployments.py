@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import socket
+from pathlib import Path
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -63,6 +67,48 @@ def revision_record(*, deployment: Deployment, user: AbstractBaseUser | None) ->
     )
 
 
+# Ports below the kernel's ephemeral range when it can be read (Linux: 32768-60999): an outgoing connection
+# never takes one of these as its local port, so a reserved port stays free while its deployment is stopped.
+LOCAL_PORT_RANGE = (20000, 32767)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    """Nobody listens on the port: a bind with SO_REUSEADDR, as the supervisor's, would succeed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def local_port_reserve() -> int:
+    """A port for a new local deployment's front proxy: free now, outside the ephemeral range, and reserved
+    by no other live deployment (the database's partial unique index settles a race between two creates)."""
+    low, high = LOCAL_PORT_RANGE
+    ephemeral = _ephemeral_range()
+    taken = set(
+        Deployment.objects.exclude(state=ServiceState.DELETED)
+        .filter(local_port__isnull=False)
+        .values_list("local_port", flat=True)
+    )
+    candidates = [p for p in range(low, high + 1) if p not in taken and not ephemeral[0] <= p <= ephemeral[1]]
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        if _bindable(port):
+            return port
+    raise Refused("No free port is left for a local deployment's scoring URI; delete a deployment first.")
+
+
 def deployment_create(
     *,
     user: AbstractBaseUser,
@@ -80,49 +126,77 @@ def deployment_create(
     unknown = set(config) - set(CONFIG_FIELDS)
     if unknown:
         raise TypeError(f"unknown deployment settings: {sorted(unknown)}")
-    try:
-        with transaction.atomic():
-            # The cluster's row lock orders this against cluster_delete, which takes the same lock: either
-            # the delete sees this deployment and refuses, or this sees Deleting and refuses.
-            cluster = cluster_lock(cluster)
-            if cluster.provisioning_state != ProvisioningState.SUCCEEDED:
-                raise Refused(
-                    f"{cluster.name} is {cluster.provisioning_state}; deploy to a cluster that is Succeeded."
-                )
-            if config.get("gpu_enabled") and not cluster.has_gpu:
-                raise Refused(
-                    f"{cluster.name} has no GPU: switch the GPU off, or choose a cluster with GPU nodes."
-                )
-            deployment = Deployment.objects.create(
+    for attempt in range(5):  # another create may take the chosen port first: choose again
+        try:
+            return _deployment_create(
+                user=user,
                 name=name,
                 cluster=cluster,
                 model=model,
                 entry_script=entry_script,
                 environment_yaml=environment_yaml,
-                owner=user,
-                # The local target's keys are Lynx's to make; Azure makes its own and we fetch them.
-                primary_key_encrypted=encrypt(new_key()) if cluster.is_local else "",
-                secondary_key_encrypted=encrypt(new_key()) if cluster.is_local else "",
-                **config,
-            )
-            revision_record(deployment=deployment, user=user)
-            audit_record(
-                actor=user,
-                action="deployment.create",
-                resource=deployment,
-                after=deployment_config(deployment),
-            )
-            return operation_start(
-                kind=OperationKind.SERVICE_DEPLOY,
-                user=user,
-                deployment=deployment,
-                cluster=cluster,
                 idempotency_key=idempotency_key,
+                config=config,
             )
-    except IntegrityError as exc:
-        if existing := operation_by_idempotency_key(idempotency_key):
-            return existing
-        raise Refused(f"A deployment named {name} already exists.") from exc
+        except IntegrityError as exc:
+            if existing := operation_by_idempotency_key(idempotency_key):
+                return existing
+            live = Deployment.objects.exclude(state=ServiceState.DELETED)
+            if attempt == 4 or live.filter(name=name).exists():
+                raise Refused(f"A deployment named {name} already exists.") from exc
+    raise AssertionError("unreachable")
+
+
+def _deployment_create(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    cluster: Cluster,
+    model: RegisteredModel,
+    entry_script: str,
+    environment_yaml: str,
+    idempotency_key: str | None,
+    config: dict,
+) -> Operation:
+    with transaction.atomic():
+        # The cluster's row lock orders this against cluster_delete, which takes the same lock: either
+        # the delete sees this deployment and refuses, or this sees Deleting and refuses.
+        cluster = cluster_lock(cluster)
+        if cluster.provisioning_state != ProvisioningState.SUCCEEDED:
+            raise Refused(
+                f"{cluster.name} is {cluster.provisioning_state}; deploy to a cluster that is Succeeded."
+            )
+        if config.get("gpu_enabled") and not cluster.has_gpu:
+            raise Refused(
+                f"{cluster.name} has no GPU: switch the GPU off, or choose a cluster with GPU nodes."
+            )
+        deployment = Deployment.objects.create(
+            name=name,
+            cluster=cluster,
+            model=model,
+            entry_script=entry_script,
+            environment_yaml=environment_yaml,
+            owner=user,
+            # The local target's keys are Lynx's to make; Azure makes its own and we fetch them.
+            primary_key_encrypted=encrypt(new_key()) if cluster.is_local else "",
+            secondary_key_encrypted=encrypt(new_key()) if cluster.is_local else "",
+            local_port=local_port_reserve() if cluster.is_local else None,
+            **config,
+        )
+        revision_record(deployment=deployment, user=user)
+        audit_record(
+            actor=user,
+            action="deployment.create",
+            resource=deployment,
+            after=deployment_config(deployment),
+        )
+        return operation_start(
+            kind=OperationKind.SERVICE_DEPLOY,
+            user=user,
+            deployment=deployment,
+            cluster=cluster,
+            idempotency_key=idempotency_key,
+        )
 
 
 def deployment_delete(
