@@ -237,11 +237,12 @@ FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "upload-tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 # What the sweep counts as left behind: anything an upload wrote that is older than this.
 LYNX_UPLOAD_STALE_HOURS = float(os.environ.get("LYNX_UPLOAD_STALE_HOURS", "6"))
-# An operation step holds a lease this long; a step whose lease ran out was lost (worker killed)
-# and the reconciler hands it to another worker.
-LYNX_OPERATION_LEASE_SECONDS = int(os.environ.get("LYNX_OPERATION_LEASE_SECONDS", "30"))
+# An operation step holds a lease this long, renewed every quarter lease while it runs (a heartbeat); a step
+# whose lease ran out was lost (worker killed) and the reconciler hands it to another worker within seconds.
+LYNX_OPERATION_LEASE_SECONDS = float(os.environ.get("LYNX_OPERATION_LEASE_SECONDS", "8"))
 LYNX_POLL_SECONDS = float(os.environ.get("LYNX_POLL_SECONDS", "1"))
-LYNX_RECONCILE_SECONDS = float(os.environ.get("LYNX_RECONCILE_SECONDS", "10"))
+LYNX_RECONCILE_SECONDS = float(os.environ.get("LYNX_RECONCILE_SECONDS", "10"))  # Azure services
+LYNX_RECONCILE_LOCAL_SECONDS = float(os.environ.get("LYNX_RECONCILE_LOCAL_SECONDS", "2"))  # local, lost steps
 LYNX_DEPLOY_TIMEOUT_SECONDS = int(os.environ.get("LYNX_DEPLOY_TIMEOUT_SECONDS", "900"))
 # Model archives are streamed to disk, never held in memory; this caps their size.
 LYNX_MODEL_UPLOAD_MAX_BYTES = int(os.environ.get("LYNX_MODEL_UPLOAD_MAX_MB", "1024")) * 2**20

@@ -45,7 +45,11 @@ def _route_local_work(sender: Celery, **_: object) -> None:
     from dashboard.process_args import DEFAULT_QUEUE
 
     sender.conf.task_default_queue = DEFAULT_QUEUE
-    sender.conf.task_routes = {"workers.tasks.reconcile": {"queue": settings.LYNX_LOCAL_QUEUE}}
+    # reconcile_local (every 2 s) reads the local state directories and signals the supervisors.
+    sender.conf.task_routes = {
+        "workers.tasks.reconcile": {"queue": settings.LYNX_LOCAL_QUEUE},
+        "workers.tasks.reconcile_local": {"queue": settings.LYNX_LOCAL_QUEUE},
+    }
 
 
 @app.on_after_finalize.connect

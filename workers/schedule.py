@@ -14,9 +14,20 @@ def beat_schedule() -> dict[str, dict]:
     expiry_every = _seconds("LYNX_EXPIRY_CHECK_SECONDS", 60)
     azure_sync_every = _seconds("LYNX_AZURE_SYNC_SECONDS", 300)
     upload_sweep_every = _seconds("LYNX_UPLOAD_SWEEP_SECONDS", 3600)
+    reconcile_local_every = _seconds("LYNX_RECONCILE_LOCAL_SECONDS", 2)
     return {
-        # Compares desired and observed state of every live service, hands lost operation
-        # steps (their worker died) to a live worker, and restarts dead local replicas.
+        # The local target's services, and operation steps whose worker died. Every 2 s, so that a killed
+        # replica shows on the page within ~3 s and a dead worker's step is taken over within ~15 s (with the
+        # 8 s lease). A pass is cheap: it reads each supervisor's status.json, which the supervisor rewrites
+        # at once when a replica dies. (The supervisor does not poke Lynx itself: it has no broker to reach,
+        # and a deployment's replicas are better kept apart from Lynx's credentials.)
+        "reconcile-local": {
+            "task": "workers.tasks.reconcile_local",
+            "schedule": reconcile_local_every,
+            "options": {"expires": reconcile_local_every},
+        },
+        # Compares desired and observed state of every live Azure service (an HTTPS call each, hence every
+        # 10 s, not 2), and hands lost operation steps (their worker died) to a live worker.
         "reconcile": {
             "task": "workers.tasks.reconcile",
             "schedule": settings.LYNX_RECONCILE_SECONDS,

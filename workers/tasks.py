@@ -17,10 +17,18 @@ def advance_operation(operation_id: int) -> None:
 
 @app.task(acks_late=True, ignore_result=True)
 def reconcile() -> dict[str, int]:
-    """Periodic: reclaim lost operation steps; restart dead replicas; mark services Unhealthy/Healthy."""
+    """Periodic: reclaim lost operation steps; Azure services: mark them Unhealthy/Healthy, restart them."""
     from deployments.services import services_reconcile
 
-    return services_reconcile()
+    return services_reconcile("azure")
+
+
+@app.task(acks_late=True, ignore_result=True)
+def reconcile_local() -> dict[str, int]:
+    """Periodic, every 2 s: reclaim lost operation steps; the same as `reconcile` for local services only."""
+    from deployments.services import services_reconcile
+
+    return services_reconcile("local")
 
 
 @app.task(acks_late=True, ignore_result=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Literal
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
 from deployments.backends.base import BackendError
+from deployments.models import Backend as BackendKind
 from deployments.models import Deployment, Operation
 from deployments.states import ACTIVE_OPERATION_STATES, ServiceState
 
@@ -20,8 +22,9 @@ from .transitions import TransitionError, deployment_transition
 log = logging.getLogger(__name__)
 
 
-def services_reconcile() -> dict[str, int]:
-    """One pass: reclaim lost operation steps, then check every live service no operation is working on.
+def services_reconcile(targets: Literal["all", "local", "azure"] = "all") -> dict[str, int]:
+    """One pass: reclaim lost operation steps, then check every live service no operation is working on
+    (of the local target, of Azure, or both).
 
     A service whose replicas died (or whose supervisor is gone, e.g. after a restart of the
     machine) turns Unhealthy and is restarted; once every replica is ready again it is Healthy.
@@ -33,6 +36,9 @@ def services_reconcile() -> dict[str, int]:
         .exclude(Exists(busy))
         .select_related("cluster__workspace", "model")
     )
+    if targets != "all":
+        local = Q(cluster__backend=BackendKind.LOCAL)
+        live = live.filter(local) if targets == "local" else live.exclude(local)
     for deployment in live:
         counts["checked"] += 1
         try:
@@ -45,13 +51,25 @@ def services_reconcile() -> dict[str, int]:
     return counts
 
 
+def _new_events(events: tuple[dict, ...], last: str) -> tuple[list[dict], str]:
+    """The target's events after `last` (an event id, "<instance>#<seq>"), and the newest id."""
+    if not events:
+        return [], last
+    instance, _, seq = last.rpartition("#")
+    same = [e for e in events if e["id"].rpartition("#")[0] == instance]
+    fresh = [e for e in same if e["seq"] > int(seq or 0)] if same else list(events)
+    return fresh, events[-1]["id"]
+
+
 def _reconcile_one(deployment: Deployment) -> str | None:
     backend = backend_for(deployment.cluster)
     spec = service_spec(deployment)
     observed = backend.observe_service(spec)
     updates: dict = {}
-    if observed.stats and observed.stats != deployment.stats:
-        updates["stats"] = observed.stats
+    events, last_event = _new_events(observed.events, deployment.stats.get("last_event", ""))
+    stats = {**observed.stats, "last_event": last_event} if observed.stats or last_event else {}
+    if stats and stats != deployment.stats:
+        updates["stats"] = stats
     last_request = observed.stats.get("last_request_at")  # epoch seconds, from the target's front end
     if last_request and (
         not deployment.last_scored_at or last_request > deployment.last_scored_at.timestamp()
@@ -59,22 +77,45 @@ def _reconcile_one(deployment: Deployment) -> str | None:
         updates["last_scored_at"] = datetime.fromtimestamp(last_request, UTC)  # feeds the idle-teardown rule
     if observed.scoring_uri and observed.scoring_uri != deployment.scoring_uri:
         updates["scoring_uri"], updates["swagger_uri"] = observed.scoring_uri, observed.swagger_uri
-    if updates:
-        Deployment.objects.filter(pk=deployment.pk).update(**updates)
+    with transaction.atomic():
+        if updates:
+            Deployment.objects.filter(pk=deployment.pk).update(**updates)
+        for event in events:  # what the target did on its own: a replica OOMKilled and restarted, …
+            after = {key: event.get(key) for key in ("replica", "reason", "restarts", "at")}
+            audit_record(
+                actor=None,
+                action="deployment.restart",
+                resource=deployment,
+                after=after,
+                message=event.get("message", "")[:2000],
+            )
 
     if observed.state == ServiceState.HEALTHY:
         if deployment.state == ServiceState.UNHEALTHY:
             deployment_transition(
-                deployment=deployment, to=ServiceState.HEALTHY, message="every replica is ready again"
+                deployment=deployment,
+                to=ServiceState.HEALTHY,
+                message="every replica is ready again",
+                error="",
             )
             return "recovered"
         return None
 
     reason = observed.error or f"observed {observed.state}"
     if deployment.state == ServiceState.HEALTHY:
-        deployment_transition(deployment=deployment, to=ServiceState.UNHEALTHY, message=reason[:2000])
+        deployment_transition(
+            deployment=deployment, to=ServiceState.UNHEALTHY, message=reason[:2000], error=observed.error
+        )
+    elif observed.error and observed.error != deployment.error:
+        # Still Unhealthy, for a new reason (a restart failed too): the page says the latest.
+        Deployment.objects.filter(pk=deployment.pk, state=ServiceState.UNHEALTHY).update(error=observed.error)
     if observed.state == ServiceState.TRANSITIONING:
         return None  # replicas are starting: give them time before restarting anything
+    dead = [r for r in observed.replicas if r.state == "dead"]
+    if dead and all(r.gave_up for r in dead):
+        # They failed to start MAX_START_ATTEMPTS times in a row: a restart would fail again, every pass, for
+        # ever. Unhealthy with the script's own lines says why; an update (or a fixed script) starts anew.
+        return None
     if observed.state == "Missing" and not deployment.cluster.is_local:
         return (
             None  # deleted behind Lynx's back in Azure: the sync records it; restarting cannot bring it back

@@ -4,15 +4,22 @@ A step claims the operation with a compare-and-set lease, does one piece of work
 backend, or observe it once), records the outcome and releases the lease. A step whose worker
 died leaves an expired lease behind; the reconciler hands such operations to a live worker.
 No database transaction is held across a backend call.
+
+The lease is short (LYNX_OPERATION_LEASE_SECONDS, 8 s) and a heartbeat renews it while a step runs, so a
+slow step that is alive keeps its operation however long it takes, and one whose worker died is taken over
+within seconds. Releasing, a step leaves the lease until its next step is due (the countdown it is
+dispatched with): an operation waiting for a later step is not lost, one whose next step never comes is.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import DatabaseError, connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -49,11 +56,48 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+# A dispatched step reaches a worker within a moment; an operation whose step is this late is handed over.
+RECLAIM_GRACE_SECONDS = 3.0
+
+
+def _lease_seconds() -> float:
+    return float(settings.LYNX_OPERATION_LEASE_SECONDS)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a step's lease every quarter lease while the step runs (its own database connection)."""
+
+    def __init__(self, operation_id: int, lease_until: datetime) -> None:
+        super().__init__(name=f"lease-{operation_id}", daemon=True)
+        self.operation_id = operation_id
+        self.lease_until = lease_until
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._done.wait(_lease_seconds() / 4):
+                renewed = timezone.now() + timedelta(seconds=_lease_seconds())
+                held = Operation.objects.filter(pk=self.operation_id, lease_until=self.lease_until)
+                if not held.update(lease_until=renewed):
+                    return  # taken over (the lease ran out) or released: nothing left to renew
+                self.lease_until = renewed
+        except DatabaseError as exc:  # the step goes on; its lease runs out as if this thread were not here
+            log.warning("operation %s: lease heartbeat stopped: %s", self.operation_id, exc)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def stop(self) -> datetime:
+        """Stop renewing; returns the lease as it now stands."""
+        self._done.set()
+        self.join(timeout=_lease_seconds())
+        return self.lease_until
+
+
 def operation_advance(*, operation_id: int) -> float | None:
     """Run one step of an operation. Returns seconds until the next step, or None when there is none
     (finished, or another worker holds it)."""
     now = timezone.now()
-    lease_until = now + timedelta(seconds=settings.LYNX_OPERATION_LEASE_SECONDS)
+    lease_until = now + timedelta(seconds=_lease_seconds())
     claimed = (
         Operation.objects.filter(pk=operation_id, state__in=ACTIVE_OPERATION_STATES)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
@@ -61,24 +105,35 @@ def operation_advance(*, operation_id: int) -> float | None:
     )
     if not claimed:
         return None
+    heartbeat = _Heartbeat(operation_id, lease_until)
+    heartbeat.start()
+    try:
+        next_step = _step(operation_id)
+    finally:
+        lease_until = heartbeat.stop()
+    # Held until the next step is due (a little before: its countdown starts after this), so the reconciler
+    # does not mistake an operation waiting for its next step for a lost one.
+    due = timezone.now() + timedelta(seconds=max(0.0, (next_step or 0.0) - 0.5))
+    Operation.objects.filter(pk=operation_id, lease_until=lease_until).update(lease_until=due)
+    return next_step
+
+
+def _step(operation_id: int) -> float | None:
     operation = Operation.objects.select_related(
         "cluster__workspace", "deployment__model", "deployment__cluster__workspace", "workspace"
     ).get(pk=operation_id)
     if operation.state == OperationState.QUEUED:
         operation = operation_transition(operation=operation, to=OperationState.RUNNING)
-    next_step: float | None
     try:
-        next_step = HANDLERS[operation.kind](operation)
+        return HANDLERS[operation.kind](operation)
     except BackendError as exc:
-        next_step = _backend_failed(operation, exc)
+        return _backend_failed(operation, exc)
     except TransitionError as exc:
         # Somebody else moved the resource first (e.g. a concurrent delete): stop here, say why.
-        next_step = fail(operation, str(exc))
+        return fail(operation, str(exc))
     except Exception as exc:  # noqa: BLE001 - an operation must never stay "running" on a bug
         log.exception("operation %s failed", operation.pk)
-        next_step = fail(operation, f"{type(exc).__name__}: {exc}")
-    Operation.objects.filter(pk=operation.pk, lease_until=lease_until).update(lease_until=timezone.now())
-    return next_step
+        return fail(operation, f"{type(exc).__name__}: {exc}")
 
 
 def _backend_failed(operation: Operation, exc: BackendError) -> float | None:
@@ -103,15 +158,21 @@ HANDLERS: dict[str, Callable[[Operation], float | None]] = {
 
 
 def operations_reclaim_lost() -> list[int]:
-    """Hand operations whose worker died (lease expired, no step since) to a live worker."""
-    grace = timedelta(seconds=settings.LYNX_OPERATION_LEASE_SECONDS)
-    cutoff = timezone.now() - grace
+    """Hand operations whose worker died (lease run out, no heartbeat since) or whose next step never came
+    (a broker outage swallowed it) to a live worker."""
+    cutoff = timezone.now() - timedelta(seconds=min(RECLAIM_GRACE_SECONDS, _lease_seconds()))
     lost = list(
         Operation.objects.filter(state__in=ACTIVE_OPERATION_STATES)
         .filter(Q(lease_until__lt=cutoff) | Q(lease_until__isnull=True, created_at__lt=cutoff))
-        .values_list("pk", flat=True)
+        .values_list("pk", "lease_until")
     )
-    for pk in lost:
-        Operation.objects.filter(pk=pk).update(attempts=F("attempts") + 1)
-        operation_dispatch(pk)
-    return lost
+    reclaimed = []
+    for pk, lease_until in lost:
+        # Compare-and-set: of two reconcilers at once, one hands it over. The lease is left claimable (now),
+        # so the step sent here runs at once, and is sent again only if it too is lost.
+        if Operation.objects.filter(pk=pk, lease_until=lease_until).update(
+            attempts=F("attempts") + 1, lease_until=timezone.now()
+        ):
+            operation_dispatch(pk)
+            reclaimed.append(pk)
+    return reclaimed
