@@ -1,6 +1,7 @@
 """Replica processes: each is Microsoft's inference server (gunicorn + azureml_inference_server_http) on a
-Unix socket in the deployment's state directory, running the deployment's entry script against the model laid
-out as AKS does it, inside the sandbox (scoring.sandbox) unless the supervisor was told --no-sandbox.
+Unix socket the supervisor binds in the deployment's state directory, running the deployment's entry script
+against the model laid out as AKS does it, inside the sandbox (scoring.sandbox) unless the supervisor was told
+--no-sandbox.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import ctypes
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +41,9 @@ _DROPPED_PREFIXES = ("LYNX_", "DJANGO_", "CELERY_", "AZUREML_", "AML_")
 # creeping up under repeated load, at no cost in throughput measured (bench.replica_memory). A value set in
 # the supervisor's environment (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES) is kept.
 MALLOC_ARENA_MAX = "2"
-RUN_DIR = "run"  # run/<replica index>/: a replica's one writable directory, with its socket
+# run/<replica index>/sock: a replica's socket, in a directory of the supervisor's (0700) that no sandbox
+# sees. Inside its sandbox, a replica's working directory is a tmpfs of its own at that same path.
+RUN_DIR = "run"
 SOCKET_NAME = "sock"  # short names: a socket's whole path must fit in 107 bytes
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last a NUL
 
@@ -278,13 +282,28 @@ class Replica:
                 f"the socket path {self.socket_path} is too long for a Unix socket: "
                 "use a shorter state directory"
             )
-        sandbox.prepare_private_dir(self.private_dir)
-        self.socket_path.unlink(missing_ok=True)  # left by an earlier supervisor's replica of the same name
+        # The supervisor binds and listens itself, and hands the server the listening socket: the path the
+        # proxy and the health probe open is then the supervisor's, in a directory the replica cannot reach.
+        # (Bound by the server in a directory it could write, it was replaced by a symlink to another socket
+        # on the host, which the root proxy followed. Opening the path with O_PATH|O_NOFOLLOW would close that
+        # too, but leave the replica owning what the proxy trusts.) A Unix socket, not a port: nothing but the
+        # front proxy (root, or Lynx's user) can reach it, so nothing answers /score without a key; and inside
+        # the sandbox there is no network to listen on.
+        sandbox.prepare_socket_dir(self.private_dir)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.socket_path))
+            listener.listen(2048)  # gunicorn's default backlog
+            self._spawn(listener.fileno())
+        finally:
+            listener.close()  # the server holds it now: once it exits, connections are refused at once
+        self.started_at = time.time()
+
+    def _spawn(self, listen_fd: int) -> None:
         command = [
             sys.executable, "-m", "gunicorn",
-            # A Unix socket, not a port: nothing but the front proxy (root, or Lynx's user) can reach it, so
-            # nothing answers /score without a key; and inside the sandbox there is no network to listen on.
-            "--bind", f"unix:{self.socket_path}",
+            # No --bind: the in-sandbox step puts the listening socket at fd 3 and sets LISTEN_FDS/LISTEN_PID,
+            # which gunicorn takes (as from systemd) instead of binding anything.
             "--workers", "1",
             "--threads", str(self.spec.threads),
             "--timeout", "300",
@@ -298,8 +317,10 @@ class Replica:
         ]  # fmt: skip
         env = self.env
         if self.confinement is not None:
-            command = sandbox.command(self.confinement.binary, self._plan(), command)
+            command = sandbox.command(self.confinement.binary, self._plan(listen_fd), command)
             env = sandbox.environment(self.env)  # bwrap's own, too: it stays pid 1 in the sandbox
+        else:
+            command = sandbox.enter_command(command, listen_fd=listen_fd)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -312,11 +333,11 @@ class Replica:
                 stderr=subprocess.STDOUT,
                 cwd=self.private_dir,
                 env=env,
+                pass_fds=(listen_fd,),
                 preexec_fn=_die_with_parent(os.getpid()),
             )
-        self.started_at = time.time()
 
-    def _plan(self) -> sandbox.Plan:
+    def _plan(self, listen_fd: int | None = None) -> sandbox.Plan:
         assert self.confinement is not None
         read_only = [Path(self.spec.model_path), Path(self.spec.entry_script).parent]
         if self.model_dir is not None:
@@ -327,6 +348,8 @@ class Replica:
             read_only=read_only,
             private_dir=self.private_dir,
             uid=self.confinement.uid,
+            listen_fd=listen_fd,
+            seccomp=sandbox.seccomp_available(),
         )
 
     def poll(self) -> int | None:

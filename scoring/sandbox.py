@@ -1,17 +1,21 @@
 """The replica sandbox: each inference server runs inside bubblewrap (`bwrap`), because an entry script is
 code its deployer wrote and Lynx runs.
 
-Inside, a replica sees the interpreter, its packages and Lynx's source read-only, its model, entry script
-and app root read-only, a private /tmp, and one writable directory of its own (where its Unix socket lives).
-It does not see Lynx's var/ (a tmpfs covers it), its own key file, other deployments, the host's processes
-(own PID namespace) or any network (own network namespace: the front proxy reaches it over the socket).
-When Lynx runs as root, the replica drops to an unprivileged uid before the server starts.
+Inside, a replica sees the interpreter, its packages and Lynx's `scoring` package read-only, its model,
+entry script and app root read-only, a private /tmp and /dev/shm, and one small writable directory of its own
+(its working directory), all three sized tmpfs. It does not see Lynx's var/ (a tmpfs covers it), its own key
+file, other deployments, the host's processes (own PID namespace) or any network (own network namespace).
+The front proxy reaches it over a Unix socket that the supervisor binds in a directory of its own, out of
+the replica's reach, and hands in already listening (`listen_fd`). Before the server starts, the in-sandbox
+step (scoring/sandbox_enter.py) bounds the replica's processes, drops to an unprivileged uid when Lynx runs
+as root, and installs a seccomp filter (no new namespaces, mounts, BPF, keyrings, ptrace, io_uring).
 
 Standard library only: `scoring.control` and the local backend probe availability with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import shutil
@@ -57,12 +61,21 @@ _KEEP_PREFIXES = (
 )
 _KEEP_PREFIXES += ("AZUREML_", "AML_")
 _KEEP_PREFIXES += ("LYNX_MAX_BATCH", "PYTHON")
-# Runs as root inside the sandbox, then becomes the sandbox user for good: setuid away from 0 clears every
-# capability, and bwrap's no_new_privs keeps a setuid binary from bringing them back.
-_DROP_PRIVILEGES = (
-    "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
-    "os.umask(0o077); os.execv(sys.argv[3], sys.argv[3:])"
-)
+# The in-sandbox step: runs as root inside the sandbox (when Lynx does), then execs the server as the sandbox
+# user. Inside, only Lynx's scoring/ is bound, so it must live there.
+ENTER_SCRIPT = Path(__file__).with_name("sandbox_enter.py")
+# Sized tmpfs, in RAM and not counted in the replica's RSS (nor its memory limit): bounded, so that a script
+# cannot fill half the host's memory through /tmp or /dev/shm. Room for the temporary files a model library
+# writes; /dev/shm is where multiprocessing and PyTorch's DataLoader share tensors.
+TMP_BYTES = 256 * 2**20
+SHM_BYTES = 256 * 2**20
+PRIVATE_DIR_BYTES = 64 * 2**20  # the replica's working directory: nothing of Lynx's needs to be there
+_MASK_BYTES = 2**20  # the tmpfs that hides var/ and the state directory: it holds only empty directories
+# Processes (threads count) of the sandbox user: the uid is shared by every replica on the host, so one
+# replica's fork bomb can starve the others, but not the host. TensorFlow starts about two threads per core
+# per pool, and a replica has max_batch_size + 4 server threads: generous for several large replicas.
+NPROC_LIMIT = 8192
+LIBSECCOMP = "libseccomp.so.2"
 
 
 class SandboxError(OSError):
@@ -74,11 +87,13 @@ class Availability:
     available: bool
     binary: str | None
     reason: str = ""  # why not, when not
+    seccomp: bool = False  # libseccomp is here: replicas get the seccomp filter
 
     @property
     def message(self) -> str:
         if self.available:
-            return f"replicas run in a {ENGINE} sandbox ({self.binary})"
+            filtered = "" if self.seccomp else f", without a seccomp filter ({LIBSECCOMP} is missing)"
+            return f"replicas run in a {ENGINE} sandbox ({self.binary}){filtered}"
         return f"the {ENGINE} sandbox cannot start: {self.reason}. To sandbox replicas, {INSTALL_HINT}."
 
 
@@ -100,8 +115,26 @@ def bwrap_binary() -> str | None:
 
 def availability() -> Availability:
     """Whether replicas can be sandboxed here: bwrap runs `true` with the namespaces replicas get. Probed once
-    per binary and cached."""
-    return _probe(bwrap_binary())
+    per binary and cached. Without libseccomp, replicas run without the seccomp filter (and `message` says
+    so), except in production (LYNX_ENV=production), where the filter is part of the sandbox."""
+    found = _probe(bwrap_binary())
+    if not found.available:
+        return found
+    seccomp = seccomp_available()
+    if not seccomp and os.environ.get("LYNX_ENV") == "production":
+        return Availability(
+            False, found.binary, f"{LIBSECCOMP} is not installed (apt-get install libseccomp2)"
+        )
+    return Availability(True, found.binary, seccomp=seccomp)
+
+
+@functools.lru_cache(maxsize=1)
+def seccomp_available() -> bool:
+    try:
+        ctypes.CDLL(LIBSECCOMP)
+    except OSError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=8)
@@ -170,6 +203,7 @@ class _Layout:
     def __init__(self) -> None:
         self.args: list[str] = []
         self._mounts: list[tuple[Path, str]] = []  # (path, "host" | "scratch") in mount order
+        self.masks: list[Path] = []  # masking tmpfs: made read-only once every bind below them is in place
 
     def _covering(self, path: Path) -> tuple[Path, str] | None:
         best = None
@@ -209,9 +243,9 @@ class _Layout:
         self.args += ["--dev-bind", str(path), str(path)]
         self._mounts.append((path, "host"))
 
-    def tmpfs(self, path: Path, mode: str = "0755") -> None:
+    def tmpfs(self, path: Path, mode: str = "0755", *, size: int) -> None:
         self._parents(path)
-        self.args += ["--perms", mode, "--tmpfs", str(path)]
+        self.args += ["--perms", mode, "--size", str(size), "--tmpfs", str(path)]
         self._mounts.append((path, "scratch"))
 
     def mask(self, path: Path) -> None:
@@ -219,7 +253,8 @@ class _Layout:
         if not self.visible(path) or not os.path.lexists(path):
             return
         if path.is_dir() and not path.is_symlink():
-            self.tmpfs(path)  # 0755: binds below it must stay reachable
+            self.tmpfs(path, size=_MASK_BYTES)  # 0755: binds below it must stay reachable
+            self.masks.append(path)
         else:
             self.args += ["--ro-bind", "/dev/null", str(path)]
 
@@ -228,11 +263,13 @@ class _Layout:
 class Plan:
     """What one replica's sandbox holds."""
 
-    lynx_root: Path  # read-only: entry scripts import scoring.batching from it
+    lynx_root: Path  # its scoring/ only, read-only: entry scripts import scoring.batching
     hidden: Sequence[Path]  # Lynx's var/, the state directory, the key file: masked wherever they show
     read_only: Sequence[Path]  # model, entry script directory, app root
-    private_dir: Path  # writable: the replica's socket lives here
+    private_dir: Path  # the working directory: a small tmpfs at this path, the replica's own
     uid: int | None  # drop to this uid (and SANDBOX_GID) inside; None: stay who we are
+    listen_fd: int | None = None  # the listening socket the supervisor made, passed in (Popen pass_fds)
+    seccomp: bool = True  # install the seccomp filter (libseccomp is here)
 
 
 def command(binary: str, plan: Plan, argv: Sequence[str]) -> list[str]:
@@ -245,15 +282,21 @@ def command(binary: str, plan: Plan, argv: Sequence[str]) -> list[str]:
         layout.bind(Path("/etc") / name, try_=True)
     layout.args += ["--dev", "/dev", "--proc", "/proc"]
     layout._mounts += [(Path("/dev"), "scratch"), (Path("/proc"), "scratch")]
-    layout.tmpfs(Path("/dev/shm"), "01777")
-    layout.tmpfs(Path("/tmp"), "01777")
+    layout.tmpfs(Path("/dev/shm"), "01777", size=SHM_BYTES)
+    layout.tmpfs(Path("/tmp"), "01777", size=TMP_BYTES)
     layout.bind(Path("/sys/devices/system/cpu"), try_=True)  # CPU counts, for the thread pools
     nvidia = sorted(Path("/dev").glob("nvidia*"))
-    if nvidia:  # a GPU host: its device nodes and what the driver reads in /sys
+    if nvidia:
+        # A GPU host: its device nodes, and the parts of /sys the driver and CUDA read (the PCI devices, their
+        # classes and the nvidia modules' parameters), not all of it (cgroups, kernel, firmware). Not tested
+        # on a GPU host yet: if CUDA finds no device in a sandboxed replica, this list is the first suspect.
         for node in nvidia:
             layout.dev_bind(node)
-        layout.bind(Path("/sys"), try_=True)
-    for root in _outermost([plan.lynx_root, *interpreter_roots()]):
+        for name in ("devices", "bus", "class", "module", "dev"):
+            layout.bind(Path("/sys") / name, try_=True)
+    # Entry scripts import scoring.batching: only that package of Lynx's source is bound, never the rest of
+    # the repository (.git, the dashboard, deploy/, untracked .env.* files).
+    for root in _outermost([plan.lynx_root / "scoring", *interpreter_roots()]):
         if not layout.visible(root):
             layout.bind(root)
     for secret in _outermost([Path(p) for p in plan.hidden]):
@@ -266,12 +309,41 @@ def command(binary: str, plan: Plan, argv: Sequence[str]) -> list[str]:
     for secret in plan.hidden:  # a key file kept beside score.py came back with its folder
         if not Path(secret).is_dir():
             layout.mask(Path(secret))
-    layout.bind(plan.private_dir, writable=True)
-    layout.args += ["--chdir", str(plan.private_dir), "--hostname", "replica"]
-    inner = list(argv)
+    # A tmpfs, not a host directory: bounded, and nothing the supervisor opens lives in it. (The replica's
+    # socket used to be here, and a replica swapped it for a symlink the root proxy followed.)
+    layout.tmpfs(plan.private_dir, "01777", size=PRIVATE_DIR_BYTES)
+    # Read-only once built: the masks, and the root (bwrap's own tmpfs, holding the directories made on the
+    # way to each bind, which an unprivileged bwrap leaves writable by the replica's uid).
+    for mask in [*layout.masks, Path("/")]:
+        layout.args += ["--remount-ro", str(mask)]
+    # No capability but the three the in-sandbox step needs to empty the bounding set and drop to the sandbox
+    # user (moot once it has: no_new_privs, and setuid away from 0 clears the rest).
+    layout.args += ["--cap-drop", "ALL"]
     if plan.uid is not None:
-        inner = [sys.executable, "-I", "-S", "-c", _DROP_PRIVILEGES, str(plan.uid), str(SANDBOX_GID), *inner]
-    return [binary, *_namespace_flags(), *layout.args, "--", *inner]
+        layout.args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    layout.args += ["--chdir", str(plan.private_dir), "--hostname", "replica"]
+    return [
+        binary,
+        *_namespace_flags(),
+        *layout.args,
+        "--",
+        *enter_command(argv, listen_fd=plan.listen_fd, plan=plan),
+    ]
+
+
+def enter_command(argv: Sequence[str], *, listen_fd: int | None, plan: Plan | None = None) -> list[str]:
+    """`argv` behind the in-sandbox step (scoring/sandbox_enter.py), which hands it the listening socket
+    `listen_fd`; and, sandboxed (`plan`), bounds its processes, drops privileges and installs the filter."""
+    options: list[str] = []
+    if listen_fd is not None:
+        options += ["--listen-fd", str(listen_fd)]
+    if plan is not None:
+        options += ["--nproc", str(NPROC_LIMIT)]
+        if plan.uid is not None:
+            options += ["--uid", str(plan.uid), "--gid", str(SANDBOX_GID)]
+        if plan.seccomp:
+            options += ["--seccomp"]
+    return [sys.executable, "-I", "-S", str(ENTER_SCRIPT), *options, "--", *argv]
 
 
 def _outermost(paths: Iterable[Path]) -> list[Path]:
@@ -366,9 +438,14 @@ def grant_read(
             os.chmod(path, stat.S_IMODE(info.st_mode) | (0o005 if directory else 0o004))
 
 
-def prepare_private_dir(path: Path) -> None:
-    """The replica's one writable directory: owned by the sandbox user, 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if drops_privileges():
-        os.chown(path, SANDBOX_UID, SANDBOX_GID)
-    os.chmod(path, 0o700)
+def prepare_socket_dir(path: Path) -> None:
+    """The directory of a replica's socket: the supervisor's own, 0700, never bound into a sandbox. Made
+    afresh: an older Lynx gave this directory to the sandbox user, so what is in it may be the replica's
+    (a symlink to another socket)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)  # removes links, never follows them
+    path.mkdir(mode=0o700)
