@@ -47,6 +47,10 @@ HEADER_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 1000
 # A body that stops arriving for this long is answered 408: while it streams, a replica's thread waits for it.
 BODY_IDLE_TIMEOUT_S = 30.0
+# A replica's answer is read whole before it is sent on (so that a failed replica can still be answered 502):
+# one bigger than this is answered 502 instead, told by its Content-Length or once the read passes it. A
+# scoring answer is JSON, far smaller; a replica that sends gigabytes must not take the supervisor's memory.
+MAX_ANSWER_BYTES = 64 * 2**20
 # Bodies up to this size are kept while forwarded, so a request to a replica that died can be sent again to
 # another one; a bigger body is streamed once and not retried.
 REPLAY_MAX_BYTES = 2**20
@@ -176,6 +180,7 @@ class ProxyStats:
         self.unauthorized = 0
         self.no_replica = 0
         self.upstream_errors = 0
+        self.too_large_answers = 0  # answers over MAX_ANSWER_BYTES, answered 502
         self.retries = 0
         self.too_large = 0  # 413s
         self.bad_bodies = 0  # bodies that stalled or were cut short
@@ -187,11 +192,14 @@ class ProxyStats:
         self.last_request_at: float | None = None  # epoch seconds of the last authorised request (idle rule)
 
     def count_batch(self, replica: Replica, header: str | None) -> None:
+        """Count an answer's batch size, as its replica said it, but never over the largest batch it may make
+        (spec.max_batch_size): a script that says a million cannot push the average past what is possible."""
         try:
             size = int(header) if header else 0
         except ValueError:
             return
         if size >= 1:
+            size = min(size, replica.spec.max_batch_size)
             for counts in (self, replica):
                 counts.batched_requests += 1
                 counts.model_calls += 1.0 / size
@@ -209,6 +217,7 @@ class ProxyStats:
             "unauthorized": self.unauthorized,
             "no_replica": self.no_replica,
             "upstream_errors": self.upstream_errors,
+            "too_large_answers": self.too_large_answers,
             "retries": self.retries,
             "too_large": self.too_large,
             "bad_bodies": self.bad_bodies,
@@ -381,7 +390,15 @@ class FrontProxy:
                 async with self._session_for(replica).request(
                     request.method, url, headers=headers, data=body and body.chunks(), allow_redirects=False
                 ) as upstream:
-                    payload = await upstream.read()
+                    payload = await self._read_answer(upstream)
+                    if payload is None:
+                        self.stats.too_large_answers += 1
+                        logger.warning(
+                            "%s: an answer over %s bytes, answered 502", replica.name, MAX_ANSWER_BYTES
+                        )
+                        return _json_error(
+                            502, f"The replica's answer is over the limit of {MAX_ANSWER_BYTES // 2**20} MiB."
+                        )
                     self.stats.count_batch(replica, upstream.headers.get(BATCH_SIZE_HEADER))
                     out_headers = CIMultiDict(
                         (k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_DROP
@@ -391,3 +408,17 @@ class FrontProxy:
                     )
         finally:
             replica.in_flight -= 1
+
+    @staticmethod
+    async def _read_answer(upstream: aiohttp.ClientResponse) -> bytes | None:
+        """The answer's body, or None when it is over MAX_ANSWER_BYTES (then not read further)."""
+        if (upstream.content_length or 0) > MAX_ANSWER_BYTES:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in upstream.content.iter_chunked(2**16):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
