@@ -32,12 +32,11 @@ def _survive_broker_outages(sender: Celery, **_: object) -> None:
 def _route_local_work(sender: Celery, **_: object) -> None:
     """Local replicas live on one host: what touches them must run there, whichever worker is free.
 
-    Operations are routed one by one (operation_dispatch: its cluster's target decides). `reconcile` goes
-    to the local queue whole, not split: each pass reads every local state directory and signals the
-    supervisors, which only that host can do, while its other parts (reclaiming lost steps, observing
-    Azure services) are database and HTTPS work any host can do as well. Splitting it would add a second
-    schedule entry and a second task for no gain on the one-host stack compose runs; the cost is that
-    Azure services go unreconciled while the local worker is down, which /healthz reports anyway.
+    Operations are routed one by one (operation_dispatch: its cluster's target decides). Of the reconciler,
+    only `reconcile_local` goes to the local queue: it reads every local state directory and signals the
+    supervisors, which only that host can do. `reconcile` (Azure's services, over HTTPS) and the lost steps
+    both reclaim (dispatched again through operation_dispatch, so routed like any step) can run anywhere:
+    on the default queue they go on while the local host is down.
     """
     # Must be imported here: settings are read once Celery has configured itself from them.
     from django.conf import settings
@@ -45,11 +44,7 @@ def _route_local_work(sender: Celery, **_: object) -> None:
     from dashboard.process_args import DEFAULT_QUEUE
 
     sender.conf.task_default_queue = DEFAULT_QUEUE
-    # reconcile_local (every 2 s) reads the local state directories and signals the supervisors.
-    sender.conf.task_routes = {
-        "workers.tasks.reconcile": {"queue": settings.LYNX_LOCAL_QUEUE},
-        "workers.tasks.reconcile_local": {"queue": settings.LYNX_LOCAL_QUEUE},
-    }
+    sender.conf.task_routes = {"workers.tasks.reconcile_local": {"queue": settings.LYNX_LOCAL_QUEUE}}
 
 
 @app.on_after_finalize.connect

@@ -78,15 +78,17 @@ def test_local_work_is_queued_for_the_local_host_and_the_rest_for_any_worker(bro
     for operation in local_ops + other_ops:
         assert operation_dispatch(operation.pk)
     # As beat sends them: by name, through the app's routes.
-    app.send_task("workers.tasks.reconcile")
-    app.send_task("workers.tasks.sync_azure")
+    for task in ("reconcile_local", "reconcile", "sync_azure"):
+        app.send_task(f"workers.tasks.{task}")
 
     advance = "workers.tasks.advance_operation"
     assert sorted(_queued(broker, "local")) == sorted(
-        [(advance, (op.pk,)) for op in local_ops] + [("workers.tasks.reconcile", ())]
+        [(advance, (op.pk,)) for op in local_ops] + [("workers.tasks.reconcile_local", ())]
     )
+    # Azure's reconcile and sync go on while the local host is down.
     assert sorted(_queued(broker, "celery")) == sorted(
-        [(advance, (op.pk,)) for op in other_ops] + [("workers.tasks.sync_azure", ())]
+        [(advance, (op.pk,)) for op in other_ops]
+        + [("workers.tasks.reconcile", ()), ("workers.tasks.sync_azure", ())]
     )
 
 
