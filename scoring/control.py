@@ -330,7 +330,9 @@ def tail_logs(state_dir: Path, lines: int = 200) -> dict[str, str]:
     else:
         found = (state_dir / LOG_DIR).glob("replica-*.log")
         names = sorted((p.stem for p in found), key=lambda name: int(name.rsplit("-", 1)[1]))
-    logs = {name: _tail(state_dir / LOG_DIR / f"{name}.log", lines) for name in names}
+    # Replica logs are rotated like the supervisor's (the supervisor writes what replicas print, see
+    # scoring.supervisor_log.RotatingWriter): just after a rotation, the lines are in <name>.log.1.
+    logs = {name: _tail_rotated(state_dir / LOG_DIR / f"{name}.log", lines) for name in names}
     logs["supervisor"] = _tail_rotated(state_dir / SUPERVISOR_LOG, lines)
     return logs
 

@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 
 from . import sandbox
+from .supervisor_log import RotatingWriter
 
 GUNICORN_CONF = Path(__file__).with_name("gunicorn_conf.py")
 SERVER_APP = "azureml_inference_server_http.server.entry:app"
@@ -248,6 +249,10 @@ class Replica:
         self.model_dir = model_dir
         self.confinement = confinement
         self.log_path = state_dir / "logs" / f"{self.name}.log"
+        # Its stdout and stderr go to a pipe the supervisor reads (follow_log), written to log_path rotated:
+        # appended straight to the file, a script printing without end filled the host's disk.
+        self.log = RotatingWriter(self.log_path)
+        self.log_pipe: int | None = None  # the pipe's read end, until the supervisor takes it
         self.private_dir = state_dir / RUN_DIR / str(index)
         self.socket_path = self.private_dir / SOCKET_NAME
         self.process: subprocess.Popen | None = None
@@ -321,21 +326,26 @@ class Replica:
             env = sandbox.environment(self.env)  # bwrap's own, too: it stays pid 1 in the sandbox
         else:
             command = sandbox.enter_command(command, listen_fd=listen_fd)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            log.write(f"--- {stamp} lynx: starting {self.name} (restart {self.restarts}) ---\n".encode())
-            log.flush()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.log.write(f"--- {stamp} lynx: starting {self.name} (restart {self.restarts}) ---\n".encode())
+        read_end, write_end = os.pipe()
+        try:
             self.process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=write_end,
                 stderr=subprocess.STDOUT,
                 cwd=self.private_dir,
                 env=env,
                 pass_fds=(listen_fd,),
                 preexec_fn=_die_with_parent(os.getpid()),
             )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        self.log_pipe = read_end
 
     def _plan(self, listen_fd: int | None = None) -> sandbox.Plan:
         assert self.confinement is not None

@@ -186,8 +186,37 @@ class Supervisor:
             return
         how = "sandboxed" if replica.sandboxed else "unsandboxed"
         logger.info("%s: started %s, pid %s, socket %s", replica.name, how, replica.pid, replica.socket_path)
+        self._follow_log(replica)
         self._changed_now()
         self._spawn(self._watch(replica, replica.process))
+
+    @staticmethod
+    def _follow_log(replica: Replica) -> None:
+        """Copy what the replica prints (its pipe) to its rotated log, as it comes, until the pipe closes (its
+        processes are gone). A replica that prints faster than the disk takes blocks on its full pipe."""
+        fd, replica.log_pipe = replica.log_pipe, None
+        if fd is None:
+            return
+        os.set_blocking(fd, False)
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 2**16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                try:
+                    replica.log.write(data)
+                except OSError as error:  # a full disk: the replica goes on, its lines are lost
+                    logger.warning("%s: cannot write its log: %s", replica.name, error)
+                return
+            loop.remove_reader(fd)
+            os.close(fd)
+
+        loop.add_reader(fd, readable)
 
     async def _watch(self, replica: Replica, process) -> None:
         """Follow one process of a replica until it exits: health probes, and "dead" when it is gone."""

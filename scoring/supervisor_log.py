@@ -71,6 +71,44 @@ class _RotatingLog(RotatingFileHandler):
                 os.dup2(self.stream.fileno(), fd)
 
 
+class RotatingWriter:
+    """Bytes appended to a file rotated as supervisor.log is (MAX_BYTES, BACKUPS; <path>.1 the newest older
+    one): a replica's stdout and stderr, which the supervisor reads from a pipe. A replica that prints without
+    end fills (BACKUPS + 1) × MAX_BYTES of disk, not the disk."""
+
+    def __init__(self, path: Path, *, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file = None
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")  # kept open between writes
+        if self._file.tell() and self._file.tell() + len(data) > self.max_bytes:
+            self._rotate()
+        self._file.write(data)
+        self._file.flush()
+
+    def _rotate(self) -> None:
+        self.close()
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
+        if self.backups:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+        self._file = open(self.path, "ab")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def _is_file(fd: int, path: Path) -> bool:
     try:
         opened, named = os.fstat(fd), path.stat()
