@@ -59,7 +59,10 @@ def sandbox_banner(*, production: bool = False) -> str:
 
     available = sandbox.availability()
     if available.available:
-        return f"Local replicas run in a {sandbox.ENGINE} sandbox (no network, no Lynx files).\n"
+        said = f"Local replicas run in a {sandbox.ENGINE} sandbox (no network, no Lynx files)."
+        if not available.seccomp:
+            said += f" WARNING: without a seccomp filter ({sandbox.LIBSECCOMP} is missing)."
+        return said + "\n"
     if production:
         return f"WARNING: local deployments are refused (production mode): {available.message}\n"
     return f"WARNING: {sandbox.unsandboxed_note(available)}\n"

@@ -527,3 +527,75 @@ def test_a_key_file_beside_the_entry_script_stays_hidden(tmp_path):
     binds = [i for i, arg in enumerate(args) if arg == str(key_file)]
     assert args[binds[-1] - 2 : binds[-1]] == ["--ro-bind", "/dev/null"]
     assert args.index(str(source)) < binds[-1]
+
+
+_FILTERED = """
+import ctypes, json, os, subprocess, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+found = {}
+found["unshare user"] = libc.unshare(0x10000000) == 0 or ctypes.get_errno()
+found["unshare mount"] = libc.unshare(0x00020000) == 0 or ctypes.get_errno()
+box = []
+thread = threading.Thread(target=box.append, args=(1,))
+thread.start()
+thread.join()
+found["thread"] = box == [1]
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+found["fork"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7
+found["subprocess"] = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True).stdout
+found["subprocess"] = found["subprocess"].decode().strip()
+found["seccomp"] = [line.split()[1] for line in open("/proc/self/status") if line.startswith("Seccomp:")]
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(not sandbox.seccomp_available(), reason=f"{sandbox.LIBSECCOMP} is not installed")
+def test_the_seccomp_filter_refuses_new_namespaces_while_threads_fork_and_subprocesses_work():
+    import errno
+
+    argv = sandbox.enter_command([sys.executable, "-c", _FILTERED], listen_fd=None)
+    argv.insert(argv.index("--"), "--seccomp")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    found = json.loads(done.stdout)
+    assert found["unshare user"] == errno.EPERM and found["unshare mount"] == errno.EPERM, found
+    assert found["thread"] and found["fork"] and found["subprocess"] == "42", found
+    assert found["seccomp"] == ["2"], found
+
+
+def test_the_in_sandbox_step_hands_the_server_its_listening_socket_at_fd_3(tmp_path):
+    """gunicorn takes fd 3 as its listener when LISTEN_PID is its own pid: the supervisor's socket, never a
+    path the server binds (or unlinks) itself."""
+    path = tmp_path / "sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    with listener:
+        shown = (
+            "import os, socket; s = socket.socket(fileno=3); "
+            "print(os.environ['LISTEN_PID'] == str(os.getpid()), os.environ['LISTEN_FDS'], s.getsockname())"
+        )
+        argv = sandbox.enter_command([sys.executable, "-c", shown], listen_fd=listener.fileno())
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, check=True, pass_fds=(listener.fileno(),)
+        )
+    assert done.stdout.split() == ["True", "1", str(path)]
+
+
+def test_a_sandboxed_replica_gets_sized_tmpfs_only_scoring_of_lynx_and_no_capability(tmp_path):
+    plan = sandbox.Plan(
+        lynx_root=REPO, hidden=[REPO / "var"], read_only=[], private_dir=tmp_path / "run" / "0", uid=65534,
+        listen_fd=5,
+    )  # fmt: skip
+    argv = sandbox.command("bwrap", plan, ["server"])
+    pairs = list(zip(argv, argv[1:], strict=False))
+    sized = {argv[i + 3]: int(argv[i + 1]) for i, arg in enumerate(argv) if arg == "--size"}
+    assert sized[str(tmp_path / "run" / "0")] == sandbox.PRIVATE_DIR_BYTES
+    assert sized["/tmp"] == sandbox.TMP_BYTES and sized["/dev/shm"] == sandbox.SHM_BYTES
+    assert ("--ro-bind", str(REPO)) not in pairs and ("--ro-bind", str(REPO / "scoring")) in pairs
+    assert ("--cap-drop", "ALL") in pairs and ("--remount-ro", "/") in pairs
+    inner = argv[argv.index("--") + 1 :]
+    assert inner[:4] == [sys.executable, "-I", "-S", str(sandbox.ENTER_SCRIPT)]
+    assert {"--listen-fd", "--nproc", "--uid"} <= set(inner[: inner.index("--")])
+    assert inner[-1] == "server"

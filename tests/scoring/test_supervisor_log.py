@@ -98,3 +98,19 @@ def test_messages_that_differ_only_after_their_first_line_count_as_one():
         _record(1000, f"Task exception was never retrieved\nfuture: <Task at 0x{i:x}>") for i in range(100)
     ]
     assert sum(flood.filter(record) for record in records) == supervisor_log.FLOOD_BURST
+
+
+def test_a_replica_log_written_through_the_rotating_writer_stays_bounded(tmp_path):
+    path = tmp_path / "logs" / "replica-0.log"
+    writer = supervisor_log.RotatingWriter(path, max_bytes=10_000, backups=2)
+    writer.write(b"--- lynx: starting replica-0 ---\n")
+    for i in range(1000):
+        writer.write(f"line {i} {'x' * 90}\n".encode())
+    writer.close()
+    names = sorted(p.name for p in path.parent.iterdir())
+    assert names == ["replica-0.log", "replica-0.log.1", "replica-0.log.2"]
+    assert all(p.stat().st_size <= 10_000 for p in path.parent.iterdir())
+    assert path.read_text().splitlines()[-1].startswith("line 999 ")
+    assert path.with_name("replica-0.log.1").read_text().splitlines()[-1].split()[1] == str(
+        int(path.read_text().split()[1]) - 1
+    )
