@@ -276,7 +276,9 @@ class FrontProxy:
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        # SO_REUSEADDR (asyncio's default on Unix, stated here because the deployment's scoring URI depends on
+        # it): a restart binds the same port while connections of the previous run linger in TIME_WAIT.
+        site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
         try:
             await site.start()
         except OSError:
