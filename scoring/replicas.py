@@ -65,6 +65,7 @@ class ReplicaSpec:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_batch_wait_ms: int = DEFAULT_MAX_BATCH_WAIT_MS
     ready_timeout_s: float = 120.0
+    memory_limit_mb: int = 0  # resident memory a replica may hold, its processes together; 0: no limit
 
     @classmethod
     def build(
@@ -78,6 +79,7 @@ class ReplicaSpec:
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_wait_ms: int = DEFAULT_MAX_BATCH_WAIT_MS,
         ready_timeout_s: float = 120.0,
+        memory_limit_mb: int = 0,
     ) -> ReplicaSpec:
         """Validate and normalise (absolute paths, default name = basename of the model, version 1)."""
         script = Path(entry_script).expanduser().resolve()
@@ -95,6 +97,7 @@ class ReplicaSpec:
             ("replicas", replicas, 1),
             ("max_batch_size", max_batch_size, 1),
             ("max_batch_wait_ms", max_batch_wait_ms, 0),
+            ("memory_limit_mb", memory_limit_mb, 0),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise SpecError(f"{label} must be an integer >= {low}, not {value!r}")
@@ -111,6 +114,7 @@ class ReplicaSpec:
             max_batch_size,
             max_batch_wait_ms,
             float(ready_timeout_s),
+            memory_limit_mb,
         )
 
     @classmethod
@@ -118,7 +122,7 @@ class ReplicaSpec:
         if not isinstance(data, dict):
             raise SpecError("desired state must be a JSON object")
         known = {"entry_script", "model_path", "model_name", "model_version", "replicas", "max_batch_size"}
-        known |= {"max_batch_wait_ms", "ready_timeout_s"}
+        known |= {"max_batch_wait_ms", "ready_timeout_s", "memory_limit_mb"}
         missing = {"entry_script", "model_path"} - data.keys()
         if missing:
             raise SpecError(f"desired state lacks {', '.join(sorted(missing))}")
@@ -269,6 +273,14 @@ class Replica:
         self.batched_requests = 0
         self.model_calls = 0.0
         self.stopping = False
+        # Why the supervisor is killing it ("OOMKilled", "InitExited"), until its process has exited.
+        self.kill_reason: str | None = None
+        self.last_termination: dict[str, Any] | None = None  # as Kubernetes' lastState.terminated
+        self.failed_starts = 0  # starts in a row that exited before the replica was ready
+        self.gave_up = False  # failed to start too often: not restarted again
+        self.oom_kills = 0  # OOMKilled in a row (sets the back-off before the next restart)
+        self.oom_rss_bytes = 0
+        self._seen_workers: set[int] = set()
 
     @property
     def pid(self) -> int | None:
@@ -281,7 +293,8 @@ class Replica:
     def start(self) -> None:
         """Start (or restart) the process, listening on its Unix socket."""
         self.state, self.exit_code, self.ready_at, self.probe_failures = "starting", None, None, 0
-        self.stopping = False
+        self.stopping, self.kill_reason, self.gave_up = False, None, False
+        self._seen_workers = set()
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
             raise OSError(
                 f"the socket path {self.socket_path} is too long for a Unix socket: "
@@ -390,6 +403,27 @@ class Replica:
         except psutil.Error:
             return []
 
+    def lost_workers(self) -> set[int]:
+        """Server workers seen earlier that have exited since (gunicorn's arbiter boots another)."""
+        server = self._server(self.processes())
+        try:
+            workers = {p.pid for p in server.children()} if server is not None else set()
+        except psutil.Error:
+            return set()
+        lost = self._seen_workers - workers
+        self._seen_workers |= workers
+        return lost
+
+    def memory_bytes(self) -> int:
+        """Resident memory of all its processes together (bwrap's, the arbiter's and the workers')."""
+        total = 0
+        for process in self.processes():
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
     @staticmethod
     def _server(processes: list[psutil.Process]) -> psutil.Process | None:
         """gunicorn's arbiter: the first process of the tree that is not bwrap."""
@@ -428,6 +462,9 @@ class Replica:
             "uid": uid,
             "state": self.state,
             "restarts": self.restarts,
+            "failed_starts": self.failed_starts,
+            "gave_up": self.gave_up,
+            "last_termination": self.last_termination,
             "generation": self.generation,
             "exit_code": self.exit_code,
             "started_at": _iso(self.started_at),
