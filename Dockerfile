@@ -1,8 +1,9 @@
 FROM python:3.11-slim
 # bubblewrap: the sandbox every local replica runs in (scoring/sandbox.py); production refuses local deploys
-# without it. The worker container gets the privileges bwrap needs (docker-compose.yml says which, and why).
+# without it, or without libseccomp2 (the replicas' seccomp filter; apt needs it too, so it is there already).
+# The worker container gets the privileges bwrap needs (docker-compose.yml says which, and why).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap \
+    && apt-get install -y --no-install-recommends bubblewrap libseccomp2 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./

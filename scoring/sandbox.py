@@ -93,6 +93,8 @@ class Availability:
     def message(self) -> str:
         if self.available:
             filtered = "" if self.seccomp else f", without a seccomp filter ({LIBSECCOMP} is missing)"
+            if self.binary and not sizes_tmpfs(self.binary):
+                filtered += ", with /tmp and /dev/shm unbounded (this bwrap is older than 0.7.0: no --size)"
             return f"replicas run in a {ENGINE} sandbox ({self.binary}){filtered}"
         return f"the {ENGINE} sandbox cannot start: {self.reason}. To sandbox replicas, {INSTALL_HINT}."
 
@@ -126,6 +128,16 @@ def availability() -> Availability:
             False, found.binary, f"{LIBSECCOMP} is not installed (apt-get install libseccomp2)"
         )
     return Availability(True, found.binary, seccomp=seccomp)
+
+
+@functools.lru_cache(maxsize=8)
+def sizes_tmpfs(binary: str) -> bool:
+    """Whether this bwrap takes --size for a tmpfs (0.7.0 and later; Ubuntu 22.04 has 0.6.1)."""
+    try:
+        done = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--size" in done.stdout + done.stderr
 
 
 @functools.lru_cache(maxsize=1)
@@ -200,7 +212,8 @@ class _Layout:
     """bwrap arguments for a tree built from binds, each at its host path, with the directories leading to a
     bind made 0755 (bwrap would make them 0700, which an unprivileged uid could not cross)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sized: bool = True) -> None:
+        self.sized = sized  # bwrap takes --size (0.7.0 and later)
         self.args: list[str] = []
         self._mounts: list[tuple[Path, str]] = []  # (path, "host" | "scratch") in mount order
         self.masks: list[Path] = []  # masking tmpfs: made read-only once every bind below them is in place
@@ -245,7 +258,7 @@ class _Layout:
 
     def tmpfs(self, path: Path, mode: str = "0755", *, size: int) -> None:
         self._parents(path)
-        self.args += ["--perms", mode, "--size", str(size), "--tmpfs", str(path)]
+        self.args += ["--perms", mode, *(["--size", str(size)] if self.sized else []), "--tmpfs", str(path)]
         self._mounts.append((path, "scratch"))
 
     def mask(self, path: Path) -> None:
@@ -275,7 +288,7 @@ class Plan:
 def command(binary: str, plan: Plan, argv: Sequence[str]) -> list[str]:
     """The command line that runs `argv` inside the sandbox. Start it with the replica's environment as
     bwrap's whole environment (bwrap stays as pid 1 inside, and its /proc/1/environ is visible there)."""
-    layout = _Layout()
+    layout = _Layout(sized=sizes_tmpfs(binary))
     for name in _SYSTEM_DIRS:
         layout.bind(Path(name), try_=True)
     for name in _ETC:
