@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from deployments.backends.base import BackendError
+from deployments.models import AuditEvent, Deployment, Operation
 from deployments.models import Backend as BackendKind
-from deployments.models import Deployment, Operation
 from deployments.states import ACTIVE_OPERATION_STATES, ServiceState
 
 from .audit import audit_record
@@ -20,6 +21,8 @@ from .specs import backend_for, service_spec
 from .transitions import TransitionError, deployment_transition
 
 log = logging.getLogger(__name__)
+
+RESTART_BACKOFF = timedelta(seconds=30)  # between two restarts of one service by the reconciler
 
 
 def services_reconcile(targets: Literal["all", "local", "azure"] = "all") -> dict[str, int]:
@@ -120,6 +123,17 @@ def _reconcile_one(deployment: Deployment) -> str | None:
         return (
             None  # deleted behind Lynx's back in Azure: the sync records it; restarting cannot bring it back
         )
+    # Passes come every 2 s: a service that fails again at once (a supervisor that cannot start, a replica
+    # that crashes on every request) is restarted at most once per RESTART_BACKOFF, not 1800 times an hour.
+    restarted_lately = AuditEvent.objects.filter(
+        action="deployment.restart",
+        resource_type="deployment",
+        resource_id=deployment.pk,
+        after={},  # the reconciler's own restarts (the target's events say what replica and why)
+        created_at__gt=timezone.now() - RESTART_BACKOFF,
+    )
+    if restarted_lately.exists():
+        return None
     with transaction.atomic():
         audit_record(actor=None, action="deployment.restart", resource=deployment, message=reason[:2000])
     backend.restart_service(spec)

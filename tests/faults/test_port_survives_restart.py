@@ -10,8 +10,11 @@ import pytest
 import requests
 
 from deployments.crypto import decrypt
-from deployments.models import Deployment
+from deployments.models import AuditEvent, Deployment
+from deployments.services import services_reconcile
+from deployments.services.operations import operation_transition
 from deployments.services.specs import service_spec
+from deployments.services.transitions import deployment_transition
 from deployments.states import ServiceState
 from scoring import control
 from tests.conftest import wait_for
@@ -62,4 +65,20 @@ def test_a_port_another_process_listens_on_fails_the_deploy_and_names_the_port(m
     deployment = Deployment.objects.get(pk=deployment.pk)
     assert deployment.state == ServiceState.FAILED and f"Port {port}" in deployment.error
     assert deployment.local_port == port  # still reserved: no silent move to another port
+    assert not control.is_running(state_dir(deployment))
+
+
+def test_the_reconciler_retries_a_service_whose_port_is_taken_at_most_every_30_s(make_deployment):
+    deployment = make_deployment(name="port-lost")
+    operation_transition(operation=deployment.deploy_op, to="running")  # as if it had been deployed
+    operation_transition(operation=deployment.deploy_op, to="succeeded")
+    deployment = deployment_transition(deployment=deployment, to=ServiceState.HEALTHY)
+    with socket.socket() as squatter:  # taken while nothing serves it (Lynx was stopped, say)
+        squatter.bind(("127.0.0.1", deployment.local_port))
+        squatter.listen()
+        for _ in range(3):  # three passes, 2 s apart in production
+            services_reconcile("local")
+    assert Deployment.objects.get(pk=deployment.pk).state == ServiceState.UNHEALTHY
+    restarts = AuditEvent.objects.filter(action="deployment.restart", resource_id=deployment.pk)
+    assert restarts.count() == 1
     assert not control.is_running(state_dir(deployment))
