@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,7 @@ def spawn(
     max_batch_wait_ms: int = 5,
     ready_timeout_s: float = 120.0,
     sandbox: bool = True,
+    memory_limit_mb: int = 0,
 ) -> int:
     """Start a detached supervisor (its own session, so it outlives the caller) and return its pid at once.
 
@@ -81,6 +83,7 @@ def spawn(
     `stop()` works), or has exited; readiness is not awaited: poll `read_status()`. The supervisor's output
     goes to <state_dir>/supervisor.log; if it refuses to start (exit code 2 to 5, see scoring.state_dir)
     the reason is there. sandbox=False runs the replicas without the sandbox (scoring.sandbox).
+    memory_limit_mb: a replica holding more is killed and restarted (OOMKilled); 0: no limit.
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -97,6 +100,7 @@ def spawn(
         "--max-batch-size", str(int(max_batch_size)),
         "--max-batch-wait-ms", str(int(max_batch_wait_ms)),
         "--ready-timeout", str(float(ready_timeout_s)),
+        "--memory-limit-mb", str(int(memory_limit_mb)),
     ]  # fmt: skip
     if not sandbox:
         command.append("--no-sandbox")
@@ -164,7 +168,7 @@ def roll(state_dir: Path, desired: dict[str, Any]) -> str:
     status["rollout"]["request_id"] will carry for this rollout.
 
     `desired` has the CLI's fields: entry_script, model_path (required), model_name, model_version, replicas,
-    max_batch_size, max_batch_wait_ms, ready_timeout_s.
+    max_batch_size, max_batch_wait_ms, ready_timeout_s, memory_limit_mb.
     """
     state_dir = Path(state_dir)
     missing = {"entry_script", "model_path"} - desired.keys()
@@ -335,6 +339,65 @@ def tail_logs(state_dir: Path, lines: int = 200) -> dict[str, str]:
     logs = {name: _tail_rotated(state_dir / LOG_DIR / f"{name}.log", lines) for name in names}
     logs["supervisor"] = _tail_rotated(state_dir / SUPERVISOR_LOG, lines)
     return logs
+
+
+_LOG_START = re.compile(r"^--- \S+ lynx: starting ")
+_GUNICORN = re.compile(r"^\[[^\]]+\] \[\d+\] \[(\w+)\] (.*)$")  # [time] [pid] [LEVEL] message
+_SERVER = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ ([A-Z]) \[\d+\] ([\w.]+) - (.*)$")  # azmlinfsrv's lines
+_FRAME = re.compile(r'^(\s*)File "([^"]+)", (line \d+.*)$')
+_SERVER_NOISE = ("Found extra keys", "Extra keys =", "Initializing logger")
+
+
+def script_error(state_dir: Path, name: str, script_dir: Path | str, lines: int = 12) -> str:
+    """What the entry script itself said before replica `name` last exited: its prints, its errors, the
+    frames of its own files in a traceback (by file name). The inference server's frames and lines, gunicorn's
+    and every other file path are left out: this is shown on the deployment's page, to whoever deployed."""
+    text = _tail_rotated(Path(state_dir) / LOG_DIR / f"{name}.log", 400)
+    kept = text.split("\n")
+    starts = [i for i, line in enumerate(kept) if _LOG_START.match(line)]
+    if starts:
+        kept = kept[starts[-1] + 1 :]  # the last run of the replica only
+    script_dir = str(script_dir).rstrip("/") + "/"
+    out: list[str] = []
+    skip_source = False  # the source line that follows a dropped frame
+    in_server_chain = False  # the server's own traceback, chained after the script's
+    for line in kept:
+        if skip_source and line.startswith("    ") and not _FRAME.match(line):
+            skip_source = False
+            continue
+        skip_source = False
+        if frame := _FRAME.match(line):
+            if frame.group(2).startswith(script_dir):
+                out.append(f'{frame.group(1)}File "{frame.group(2)[len(script_dir) :]}", {frame.group(3)}')
+            else:
+                skip_source = True
+            continue
+        if line.startswith("The above exception was the direct cause") or line.startswith(
+            "During handling of the above exception"
+        ):
+            in_server_chain = True
+            continue
+        if gunicorn := _GUNICORN.match(line):
+            message = gunicorn.group(2)
+            if "exited with code" in message or "was sent" in message:
+                out.append(re.sub(r"^Worker \(pid:\d+\)", "The server's worker", message))
+            continue
+        if server := _SERVER.match(line):
+            level, logger_name, message = server.groups()
+            if logger_name.endswith(".print"):
+                out.append(message)  # the script's own print()
+            elif message.startswith("Encountered Exception Traceback"):
+                out.append("Traceback (most recent call last):")
+                in_server_chain = False
+            elif level in "EC" and not in_server_chain:
+                out.append(message)
+            continue
+        if in_server_chain or not line.strip() or line.startswith(_SERVER_NOISE):
+            continue
+        if line.startswith("Traceback (most recent call last)"):
+            in_server_chain = False
+        out.append(line)
+    return "\n".join(line[:TAIL_LINE_MAX_CHARS] for line in out[-lines:])
 
 
 def _main() -> None:  # tiny manual helper: python -m scoring.control status DIR

@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
         "--ready-timeout", type=float, default=120.0, help="seconds a generation may take to be ready"
     )
     serve.add_argument(
+        "--memory-limit-mb", type=int, default=0,
+        help="resident memory one replica may hold, its processes together; over it, it is killed and "
+        "restarted (OOMKilled). Default 0: no limit",
+    )  # fmt: skip
+    serve.add_argument(
         "--no-sandbox", action="store_true",
         help="run replicas as this user, with all it can read and reach (default: a bubblewrap sandbox)",
     )  # fmt: skip
@@ -133,6 +138,7 @@ def serve(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch_size,
             max_batch_wait_ms=args.max_batch_wait_ms,
             ready_timeout_s=args.ready_timeout,
+            memory_limit_mb=args.memory_limit_mb,
         )
         if not 0 < args.port < 65536:
             raise SpecError(f"--port {args.port} is not a port number")

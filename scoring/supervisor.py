@@ -9,6 +9,7 @@ desired.json.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
@@ -42,6 +43,11 @@ PROBE_TIMEOUT_S = 1.0
 READY_PROBE_INTERVAL_S = 1.0
 UNREADY_AFTER_FAILURES = 3
 DRAIN_TIMEOUT_S = 30.0
+MAX_START_ATTEMPTS = 3  # starts in a row that exit before ready; then the replica is left dead (gave_up)
+RESTART_BACKOFF_S = 1.0  # before the supervisor's own restarts (a failed start, OOMKilled): 1, 2, 4 … s
+RESTART_BACKOFF_MAX_S = 30.0
+MEMORY_CHECK_INTERVAL_S = 0.5
+WORKER_LOST_GRACE_S = 1.0  # a starting replica's server lost its worker: time for it to exit by itself
 
 
 def _now_iso() -> str:
@@ -85,6 +91,8 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._me = psutil.Process()
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
+        self._event_seq = itertools.count(1)
 
     @property
     def scoring_uri(self) -> str:
@@ -120,7 +128,9 @@ class Supervisor:
     def _on_restart_dead(self) -> None:
         if self._stop.is_set():
             return
-        dead = [r for r in self.serving if r.state == "dead"]
+        # A replica that failed to start MAX_START_ATTEMPTS times stays down until a rollout replaces it:
+        # restarting it would only fail again, in a loop with whoever keeps asking.
+        dead = [r for r in self.serving if r.state == "dead" and not r.gave_up]
         logger.info("SIGUSR1: restarting %s", ", ".join(r.name for r in dead) or "nothing (no dead replica)")
         for replica in dead:
             replica.restarts += 1
@@ -219,19 +229,31 @@ class Supervisor:
         loop.add_reader(fd, readable)
 
     async def _watch(self, replica: Replica, process) -> None:
-        """Follow one process of a replica until it exits: health probes, and "dead" when it is gone."""
+        """Follow one process of a replica until it exits: health probes, its memory, its server's worker
+        while it starts, and what happens once it is gone (see `_exited`)."""
         probe: asyncio.Task | None = None
         next_probe = 0.0
+        next_memory_check = 0.0
+        worker_lost_at: float | None = None
         while replica.process is process:
             code = process.poll()
             if code is not None:
-                if replica.state != "dead":
-                    replica.state, replica.exit_code = "dead", code
-                    log = logger.info if replica.stopping else logger.warning
-                    log("%s: exited with code %s", replica.name, code)
-                    self._changed_now()
-                await self.proxy.forget(replica)
+                await self._exited(replica, code)
                 break
+            if replica.state == "starting" and replica.ready_at is None and not replica.kill_reason:
+                # gunicorn's arbiter boots a new worker whenever one exits, for ever: a worker that exits in
+                # init() (os._exit, a fatal signal) would leave the replica "starting" for good. It is a
+                # failed start, like an arbiter that exits. The arbiter gets a moment to exit by itself
+                # first: it does when init() raised (its worker's "boot error", code 3, says more).
+                if worker_lost_at is None and replica.lost_workers():
+                    worker_lost_at = time.monotonic()
+                elif worker_lost_at is not None and time.monotonic() - worker_lost_at > WORKER_LOST_GRACE_S:
+                    logger.warning("%s: its server's worker exited during init()", replica.name)
+                    replica.kill_reason = "InitExited"
+                    replica.kill()
+            if self._memory_limit(replica) and time.monotonic() >= next_memory_check:
+                next_memory_check = time.monotonic() + MEMORY_CHECK_INTERVAL_S
+                self._check_memory(replica)
             if probe is None and time.monotonic() >= next_probe and not replica.stopping:
                 probe = asyncio.get_running_loop().create_task(self._probe(replica.socket_path))
             if probe is not None and probe.done():
@@ -241,6 +263,94 @@ class Supervisor:
             await asyncio.sleep(0.1 if replica.state == "starting" else 0.25)
         if probe is not None:
             probe.cancel()
+
+    @staticmethod
+    def _memory_limit(replica: Replica) -> int:
+        """The replica's memory limit in bytes, 0 for none."""
+        return replica.spec.memory_limit_mb * 2**20
+
+    def _check_memory(self, replica: Replica) -> None:
+        """Stop a replica whose processes together hold more memory than its deployment allows, as the
+        kernel's OOM killer does a container over its cgroup limit. Without cgroups, polling its resident
+        memory is the mechanism: RLIMIT_AS would refuse TensorFlow, which reserves large virtual ranges."""
+        limit = self._memory_limit(replica)
+        used = replica.memory_bytes()
+        if used <= limit or replica.kill_reason or replica.stopping:
+            return
+        replica.kill_reason = "OOMKilled"
+        replica.oom_rss_bytes = used
+        mb = (used / 2**20, limit / 2**20)
+        logger.warning("%s: %.0f MB resident, over its %.0f MB limit: killing it", replica.name, *mb)
+        replica.kill()
+
+    async def _exited(self, replica: Replica, code: int) -> None:
+        """A replica's process is gone. Stopped on purpose: "dead" and that is all. Otherwise, as Kubernetes
+        with restartPolicy Always would: killed for memory, it is restarted after a back-off; exited before it
+        was ever ready (a failed start), it is tried again up to MAX_START_ATTEMPTS times, then stays "dead"
+        for good (gave_up), so that neither this supervisor nor Lynx's reconciler restarts it in a loop; died
+        after it was ready, it stays "dead" until Lynx's reconciler has seen it and asks (SIGUSR1)."""
+        await self.proxy.forget(replica)
+        if replica.state == "dead":
+            return
+        reason, replica.kill_reason = replica.kill_reason, None
+        never_ready = replica.ready_at is None
+        replica.exit_code = code
+        if replica.stopping or self._stop.is_set():
+            replica.state = "dead"
+            logger.info("%s: exited with code %s", replica.name, code)
+            self._changed_now()
+            return
+        if reason == "OOMKilled":
+            message = (
+                f"{replica.name} used {replica.oom_rss_bytes / 2**20:.0f} MB, over the deployment's "
+                f"{replica.spec.memory_limit_mb} MB memory limit: killed (OOMKilled)"
+            )
+        elif reason == "InitExited":
+            message = f"{replica.name}: the entry script's init() exited the process before it was ready"
+        else:
+            reason = "Error"
+            when = "before it was ready" if never_ready else "while serving"
+            message = f"{replica.name} exited with code {code} {when}"
+        replica.last_termination = {"reason": reason, "exit_code": code, "at": _now_iso()}
+        if never_ready:
+            replica.failed_starts += 1
+        if never_ready and replica.failed_starts >= MAX_START_ATTEMPTS:
+            replica.state, replica.gave_up = "dead", True
+            message += f"; it failed to start {replica.failed_starts} times in a row: not restarted again"
+            self._event(replica, reason, message)
+            return
+        if never_ready or reason == "OOMKilled":
+            if reason == "OOMKilled":
+                replica.oom_kills += 1
+            tries = replica.failed_starts if never_ready else replica.oom_kills
+            delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (tries - 1))
+            message += f"; restarting it in {delay:g} s"
+            replica.state = "starting"  # waiting to be started again: no traffic, and not "dead" to Lynx
+            self._event(replica, reason, message)
+            self._spawn(self._restart_later(replica, replica.process, delay))
+            return
+        # Died while serving: Lynx's reconciler sees it dead, records why and restarts it (SIGUSR1).
+        replica.state, replica.last_termination["message"] = "dead", message
+        logger.warning("%s", message)
+        self._changed_now()
+
+    async def _restart_later(self, replica: Replica, process, delay: float) -> None:
+        await asyncio.sleep(delay)
+        # Not if it was stopped meanwhile (a rollout replaced it, or the supervisor is stopping).
+        if replica.process is process and not replica.stopping and not self._stop.is_set():
+            replica.restarts += 1
+            self._launch(replica)
+
+    def _event(self, replica: Replica, reason: str, message: str) -> None:
+        """Something Lynx shows on the deployment's page (status.json's "events", newest last)."""
+        logger.warning("%s", message)
+        if replica.last_termination is not None:
+            replica.last_termination["message"] = message
+        self.events.append(
+            {"seq": next(self._event_seq), "at": _now_iso(), "replica": replica.name, "reason": reason,
+             "message": message, "restarts": replica.restarts}
+        )  # fmt: skip
+        self._changed_now()
 
     async def _probe(self, socket_path: Path) -> bool:
         """`GET /` on the replica's socket answers 200: the same way in as the proxy's."""
@@ -261,7 +371,10 @@ class Supervisor:
     def _record_probe(self, replica: Replica, healthy: bool) -> None:
         if healthy:
             replica.probe_failures = 0
+            if replica.state == "ready" and replica.oom_kills and time.time() - (replica.ready_at or 0) > 300:
+                replica.oom_kills = 0  # five quiet minutes: the next OOMKilled restarts it without back-off
             if replica.state == "starting":
+                replica.failed_starts = 0
                 replica.state, replica.ready_at = "ready", time.time()
                 logger.info("%s: ready after %.1f s", replica.name, replica.ready_at - replica.started_at)
                 self._changed_now()
@@ -281,7 +394,9 @@ class Supervisor:
             dead = [r for r in replicas if r.state == "dead"]
             if dead:
                 r = dead[0]
-                return f"{r.name} exited with code {r.exit_code} before it was ready; see {r.log_path}"
+                what = (r.last_termination or {}).get("message") or f"{r.name} exited with code {r.exit_code}"
+                # No file paths here: this reaches the deployment's page; Lynx adds the script's own lines.
+                return f"{what} (it exited before it was ready)" if "exited" not in what else what
             if all(r.state == "ready" for r in replicas):
                 return None
             if time.monotonic() >= deadline:
@@ -447,6 +562,10 @@ class Supervisor:
             "rollout": rollout,
             "sandbox": self.sandbox_status,
             "stats": stats,
+            # Replica terminations (OOMKilled, failed starts), newest last; "seq" counts up for this
+            # supervisor ("instance"), so Lynx records each once.
+            "instance": f"{os.getpid()}@{self.started_at}",
+            "events": list(self.events),
         }
         try:
             atomic_write_json(self.state_dir / STATUS_FILE, status)

@@ -115,10 +115,16 @@ class LocalBackend:
         self._spawn(spec, state_dir, sandboxed=sandboxed)
 
     def _spawn(self, spec: ServiceSpec, state_dir: Path, *, sandboxed: bool) -> None:
+        # The port never moves while the deployment exists: clients hold its scoring URI. Lynx reserves it in
+        # the database at creation (spec.port); a deployment from before that keeps the first port it got.
         port_file = state_dir / "port"
-        port = int(port_file.read_text()) if port_file.exists() else 0
-        if not port or not _port_is_free(port):
-            port = control.free_port()
+        port = spec.port or (int(port_file.read_text()) if port_file.exists() else control.free_port())
+        if not _port_bindable("127.0.0.1", port):
+            raise BackendError(
+                f"Port {port}, where {spec.name}'s scoring URI points, is in use by another process. "
+                "Lynx does not move a deployment to another port (its clients would lose it): stop that "
+                "process, then deploy again."
+            )
         port_file.write_text(str(port))
         (state_dir / "spawned_at").write_text(str(time.time()))
         pid = control.spawn(
@@ -132,6 +138,7 @@ class LocalBackend:
             key_file=state_dir / "keys.json",
             max_batch_size=spec.max_batch_size,
             max_batch_wait_ms=spec.max_batch_wait_ms,
+            memory_limit_mb=memory_limit_mb(spec),
             sandbox=sandboxed,
         )
         (state_dir / "supervisor.pid").write_text(str(pid))
@@ -151,6 +158,7 @@ class LocalBackend:
                 "replicas": spec.replicas,
                 "max_batch_size": spec.max_batch_size,
                 "max_batch_wait_ms": spec.max_batch_wait_ms,
+                "memory_limit_mb": memory_limit_mb(spec),
             },
         )
 
@@ -167,23 +175,39 @@ class LocalBackend:
                 error="No replica supervisor is running for this service. Its last log lines:\n"
                 + self._supervisor_log_tail(state_dir, lines=8),
             )
+        listed = status.get("replicas", [])
         replicas = tuple(
             ReplicaObservation(
-                name=r["name"], state=r["state"], pid=r.get("pid"), restarts=int(r.get("restarts", 0))
+                name=r["name"],
+                state=r["state"],
+                pid=r.get("pid"),
+                restarts=int(r.get("restarts", 0)),
+                last_termination=(r.get("last_termination") or {}).get("reason", ""),
+                gave_up=bool(r.get("gave_up")),
             )
-            for r in status.get("replicas", [])
+            for r in listed
         )
         ready = sum(r.state == "ready" for r in replicas)
-        dead = [r for r in replicas if r.state == "dead"]
+        dead = [r for r in listed if r["state"] == "dead"]
         rollout = status.get("rollout") or {}
+        serving_script = (status.get("spec") or {}).get("entry_script") or str(spec.entry_script)
         if dead:
-            state, error = "Unhealthy", self._replica_errors(state_dir, dead)
+            state, error = "Unhealthy", self._replica_errors(state_dir, dead, serving_script)
         elif ready == len(replicas) and ready >= 1 and rollout.get("state") != "in_progress":
             state, error = "Healthy", ""
         else:
             state, error = "Transitioning", ""
+            # Being restarted by the supervisor itself (OOMKilled, a failed start tried again): say why.
+            if rollout.get("state") != "in_progress":
+                ended = [r.get("last_termination") or {} for r in listed if r["state"] != "ready"]
+                error = "\n".join(e["message"] for e in ended if e.get("message"))
         if rollout.get("state") == "failed":
-            error = rollout.get("error", "the rolling update failed")
+            failed = [r for r in rollout.get("replicas", []) if r.get("state") == "dead"]
+            if failed:  # a rolling update whose new replicas never got ready: their script's own words
+                error = self._replica_errors(state_dir, failed[:1], str(spec.entry_script))
+            elif not dead:
+                error = rollout.get("error", "the rolling update failed")
+        instance = status.get("instance", "")
         return ServiceObservation(
             state=state,
             scoring_uri=status.get("scoring_uri", ""),
@@ -194,6 +218,21 @@ class LocalBackend:
                 status.get("stats") or {},
                 rollout_generation=rollout.get("generation", 0),
                 sandbox=status.get("sandbox") or {},  # the deployment page says when it is off, and why
+                # The page's replica table: state, restarts, and how each last ended (as kubectl shows).
+                replicas=[
+                    {
+                        "name": r["name"],
+                        "state": r["state"],
+                        "restarts": r.get("restarts", 0),
+                        "last_termination": r.get("last_termination"),
+                        "rss_mb": round((r.get("rss_bytes") or 0) / 2**20),
+                    }
+                    for r in listed
+                ],
+                memory_limit_mb=(status.get("spec") or {}).get("memory_limit_mb", 0),
+            ),
+            events=tuple(
+                {**event, "id": f"{instance}#{event['seq']}"} for event in status.get("events") or []
             ),
         )
 
@@ -213,9 +252,15 @@ class LocalBackend:
             return "the replica supervisor is not running"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
-    def _replica_errors(self, state_dir: Path, dead: list[ReplicaObservation]) -> str:
-        logs = control.tail_logs(state_dir, lines=15)
-        parts = [f"{r.name} exited:\n{logs.get(r.name, '')}".rstrip() for r in dead]
+    def _replica_errors(self, state_dir: Path, dead: list[dict], entry_script: str) -> str:
+        """Why each replica ended, and what its entry script last said (no server paths: users read it)."""
+        parts = []
+        for replica in dead:
+            ended = (replica.get("last_termination") or {}).get("message") or (
+                f"{replica['name']} exited with code {replica.get('exit_code')}"
+            )
+            said = control.script_error(state_dir, replica["name"], Path(entry_script).parent)
+            parts.append(f"{ended}.\nThe entry script's last lines:\n{said}" if said else f"{ended}.")
         return "\n\n".join(parts)
 
     def delete_service(self, spec: ServiceSpec) -> None:
@@ -249,10 +294,19 @@ class LocalBackend:
         return primary, secondary
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def memory_limit_mb(spec: ServiceSpec) -> int:
+    """The deployment's memory setting as the supervisor's per-replica limit (GB as Azure counts: 1024 MB)."""
+    return max(0, round(spec.memory_gb * 1024))
+
+
+def _port_bindable(host: str, port: int) -> bool:
+    """The supervisor could listen there: nobody else listens. SO_REUSEADDR, as the supervisor binds, so a
+    connection of an earlier run lingering in TIME_WAIT (a client's kept-alive one) is no obstacle."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
