@@ -20,6 +20,30 @@ def ready_cluster(user, name: str = "local-1", gpu_count: float = 0) -> Cluster:
     return cluster_transition(cluster=cluster, to=ProvisioningState.SUCCEEDED, gpu_count=gpu_count)
 
 
+# The smallest entry script the checks accept: init() and run(), nothing else.
+MINIMAL_SCRIPT = "def init():\n    pass\n\n\ndef run(data):\n    return data\n"
+
+
+def deploy_form_data(cluster, model, **overrides) -> dict:
+    """What the deploy form posts for a one-replica CPU deployment of `model` on `cluster`."""
+    data = {
+        "idempotency_key": "k",
+        "name": "digits-demo",
+        "cluster": cluster.pk,
+        "model": model.pk,
+        "entry_script": MINIMAL_SCRIPT,
+        "environment_yaml": default_environment_yaml(),
+        "gpu_cores": 0,
+        "replicas": 1,
+        "cpu_cores": 1,
+        "memory_gb": 1,
+        "autoscale_min_replicas": 1,
+        "autoscale_max_replicas": 1,
+        "autoscale_target_utilization": 70,
+    }
+    return data | overrides
+
+
 def start_deployment(user, cluster, model, name: str = "digits-demo", **config):
     return deployment_create(
         user=user,

@@ -11,13 +11,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from deployments.entry_scripts import check_entry_script
-from deployments.environments import check_environment, default_entry_script, default_environment_yaml
+from deployments.environments import check_environment, default_entry_script
 from deployments.models import Deployment, ScoringRun
 from tests.deployments.conftest import login
-from tests.deployments.factories import ready_cluster
+from tests.deployments.factories import MINIMAL_SCRIPT, deploy_form_data, ready_cluster
 from tests.deployments.test_test_scoring import DEFAULT_SCRIPT_ANSWER
 
-GOOD = "def init():\n    pass\n\n\ndef run(data):\n    return data\n"
+GOOD = MINIMAL_SCRIPT
 
 NESTED_SCRIPTS = {
     "100 000 open parentheses": "(" * 100_000,
@@ -37,31 +37,11 @@ def test_a_score_py_nested_too_deeply_to_parse_gets_a_clear_error(case):
     assert "nested" in message or "syntax error" in message
 
 
-def _form_data(cluster, model, **overrides) -> dict:
-    data = {
-        "idempotency_key": "k",
-        "name": "digits-demo",
-        "cluster": cluster.pk,
-        "model": model.pk,
-        "entry_script": GOOD,
-        "environment_yaml": default_environment_yaml(),
-        "gpu_cores": 0,
-        "replicas": 1,
-        "cpu_cores": 1,
-        "memory_gb": 1,
-        "autoscale_min_replicas": 1,
-        "autoscale_max_replicas": 1,
-        "autoscale_target_utilization": 70,
-    }
-    data.update(overrides)
-    return data
-
-
 @pytest.mark.django_db
 def test_a_deeply_nested_score_py_is_refused_on_the_form_not_with_a_500(deployer, demo_model):
     cluster = ready_cluster(deployer)
     response = login(deployer).post(
-        "/deployments/new/", _form_data(cluster, demo_model, entry_script="-" * 100_000 + "1")
+        "/deployments/new/", deploy_form_data(cluster, demo_model, entry_script="-" * 100_000 + "1")
     )
     assert response.status_code == 400
     assert "nested too deeply" in response.content.decode()
@@ -101,7 +81,7 @@ def test_a_hostile_environment_gets_a_short_clear_error(text, message):
 def test_a_yaml_alias_bomb_is_refused_on_the_form_in_a_few_words(deployer, demo_model):
     cluster = ready_cluster(deployer)
     response = login(deployer).post(
-        "/deployments/new/", _form_data(cluster, demo_model, environment_yaml=BILLION_LAUGHS)
+        "/deployments/new/", deploy_form_data(cluster, demo_model, environment_yaml=BILLION_LAUGHS)
     )
     assert response.status_code == 400
     assert "uses YAML aliases" in response.content.decode() and len(response.content) < 500_000
@@ -116,7 +96,7 @@ def test_a_yaml_alias_bomb_is_refused_on_the_form_in_a_few_words(deployer, demo_
 def test_an_upload_over_the_limit_is_refused_not_replaced_by_the_text_box(field, what, deployer, demo_model):
     cluster = ready_cluster(deployer)
     big = SimpleUploadedFile("big.txt", b"# padding\n" * (150 * 1024))  # 1.5 MiB
-    data = _form_data(cluster, demo_model, entry_script=default_entry_script())
+    data = deploy_form_data(cluster, demo_model, entry_script=default_entry_script())
     response = login(deployer).post("/deployments/new/", {**data, field: big})
     assert response.status_code == 400
     assert f"The uploaded {what} is over 512 KiB" in response.content.decode()

@@ -7,14 +7,14 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from deployments.entry_scripts import check_entry_script
-from deployments.environments import default_entry_script, default_environment_yaml
+from deployments.environments import default_entry_script
 from deployments.forms import DeploymentForm
 from deployments.models import Deployment
 from tests.deployments.conftest import login
-from tests.deployments.factories import ready_cluster
+from tests.deployments.factories import MINIMAL_SCRIPT, deploy_form_data, ready_cluster
 from tests.scoring.test_seed_style_entry_script import SEED_STYLE_SCORE_PY
 
-GOOD = "def init():\n    pass\n\n\ndef run(data):\n    return data\n"
+GOOD = MINIMAL_SCRIPT
 
 
 def test_the_default_tensorflow_2_template_passes():
@@ -98,31 +98,13 @@ def test_signatures_the_server_accepts_pass(source):
     assert check.ok, check.errors
 
 
-def _form_data(cluster, model, **overrides):
-    data = {
-        "idempotency_key": "k",
-        "name": "digits-demo",
-        "cluster": cluster.pk,
-        "model": model.pk,
-        "entry_script": GOOD,
-        "environment_yaml": default_environment_yaml(),
-        "gpu_cores": 0,
-        "replicas": 1,
-        "cpu_cores": 1,
-        "memory_gb": 1,
-        "autoscale_min_replicas": 1,
-        "autoscale_max_replicas": 1,
-        "autoscale_target_utilization": 70,
-    }
-    data.update(overrides)
-    return data
-
-
 @pytest.mark.django_db
 def test_the_deploy_form_shows_each_script_error_with_its_line(deployer, demo_model):
     cluster = ready_cluster(deployer)
     form = DeploymentForm(
-        _form_data(cluster, demo_model, entry_script="def init():\n    pass\n\ndef run(*a):\n    pass\n")
+        deploy_form_data(
+            cluster, demo_model, entry_script="def init():\n    pass\n\ndef run(*a):\n    pass\n"
+        )
     )
     assert not form.is_valid()
     assert "score.py line 4: run() takes *a" in str(form.errors["entry_script"])
@@ -132,10 +114,10 @@ def test_the_deploy_form_shows_each_script_error_with_its_line(deployer, demo_mo
 def test_an_uploaded_score_py_replaces_the_text_and_is_checked(deployer, demo_model):
     cluster = ready_cluster(deployer)
     bad = SimpleUploadedFile("score.py", b"def init():\n    pass\n")
-    form = DeploymentForm(_form_data(cluster, demo_model), {"entry_script_file": bad})
+    form = DeploymentForm(deploy_form_data(cluster, demo_model), {"entry_script_file": bad})
     assert not form.is_valid() and "defines no run()" in str(form.errors["entry_script"])
     good = SimpleUploadedFile("score.py", SEED_STYLE_SCORE_PY.encode())
-    form = DeploymentForm(_form_data(cluster, demo_model, entry_script=""), {"entry_script_file": good})
+    form = DeploymentForm(deploy_form_data(cluster, demo_model, entry_script=""), {"entry_script_file": good})
     assert form.is_valid(), form.errors
     assert form.cleaned_data["entry_script"] == SEED_STYLE_SCORE_PY
 
@@ -144,7 +126,7 @@ def test_an_uploaded_score_py_replaces_the_text_and_is_checked(deployer, demo_mo
 def test_a_refused_script_deploys_nothing(deployer, demo_model):
     cluster = ready_cluster(deployer)
     response = login(deployer).post(
-        "/deployments/new/", _form_data(cluster, demo_model, entry_script="def run(x):\n  pass\n")
+        "/deployments/new/", deploy_form_data(cluster, demo_model, entry_script="def run(x):\n  pass\n")
     )
     assert response.status_code == 400
     assert "defines no init()" in response.content.decode()
@@ -155,7 +137,9 @@ def test_a_refused_script_deploys_nothing(deployer, demo_model):
 def test_an_edited_script_is_deployed_as_written(deployer, demo_model):
     cluster = ready_cluster(deployer)
     edited = default_entry_script().replace("TOP_K = 5", "TOP_K = 3")
-    response = login(deployer).post("/deployments/new/", _form_data(cluster, demo_model, entry_script=edited))
+    response = login(deployer).post(
+        "/deployments/new/", deploy_form_data(cluster, demo_model, entry_script=edited)
+    )
     assert response.status_code == 302
     assert Deployment.objects.get().entry_script == edited
     assert Deployment.objects.get().revisions.get().entry_script == edited

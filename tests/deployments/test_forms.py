@@ -1,30 +1,9 @@
 import pytest
 
-from deployments.environments import default_environment_yaml
 from deployments.forms import ClusterForm, DeploymentForm
-from tests.deployments.factories import ready_cluster
+from tests.deployments.factories import deploy_form_data, ready_cluster
 
 pytestmark = pytest.mark.django_db
-
-
-def _deployment_data(cluster, model, **overrides):
-    data = {
-        "idempotency_key": "k",
-        "name": "digits-demo",
-        "cluster": cluster.pk,
-        "model": model.pk,
-        "entry_script": "def init():\n    pass\n\ndef run(data):\n    return data\n",
-        "environment_yaml": default_environment_yaml(),
-        "gpu_cores": 0,
-        "replicas": 1,
-        "cpu_cores": 1,
-        "memory_gb": 1,
-        "autoscale_min_replicas": 1,
-        "autoscale_max_replicas": 1,
-        "autoscale_target_utilization": 70,
-    }
-    data.update(overrides)
-    return data
 
 
 @pytest.mark.parametrize(
@@ -59,7 +38,7 @@ def test_cluster_names_that_break_azures_rules_are_refused(name, message):
 )
 def test_bad_deployment_input_gets_a_clear_message(deployer, demo_model, overrides, field, message):
     cluster = ready_cluster(deployer)
-    form = DeploymentForm(_deployment_data(cluster, demo_model, **overrides))
+    form = DeploymentForm(deploy_form_data(cluster, demo_model, **overrides))
     assert not form.is_valid()
     assert message in str(form.errors[field])
 
@@ -67,7 +46,7 @@ def test_bad_deployment_input_gets_a_clear_message(deployer, demo_model, overrid
 def test_autoscale_minimum_above_maximum_is_refused(deployer, demo_model):
     cluster = ready_cluster(deployer)
     form = DeploymentForm(
-        _deployment_data(
+        deploy_form_data(
             cluster, demo_model, autoscale_enabled="on", autoscale_min_replicas=5, autoscale_max_replicas=2
         )
     )
@@ -77,5 +56,5 @@ def test_autoscale_minimum_above_maximum_is_refused(deployer, demo_model):
 
 def test_a_valid_deployment_form_passes(deployer, demo_model):
     cluster = ready_cluster(deployer)
-    form = DeploymentForm(_deployment_data(cluster, demo_model))
+    form = DeploymentForm(deploy_form_data(cluster, demo_model))
     assert form.is_valid(), form.errors
