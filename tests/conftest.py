@@ -276,13 +276,12 @@ def wait_for_operation(page, timeout_ms: int = 180_000) -> str:
     return page.inner_text("#op-state")
 
 
-@pytest.fixture
-def new_page(browser, live_server):
-    """Open a fresh browser context (its own cookies) logged in as `user`."""
+def _logged_in_pages(browser, live_server, **context_options) -> Iterator:
+    """`open_as(username, password)`: a fresh browser context (own cookies), logged in through the form."""
     contexts = []
 
     def open_as(username: str, password: str):
-        context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+        context = browser.new_context(base_url=live_server.url, **context_options)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(30_000)
@@ -296,3 +295,15 @@ def new_page(browser, live_server):
     yield open_as
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def new_page(browser, live_server):
+    """Open a fresh browser context (its own cookies) logged in as `user`."""
+    yield from _logged_in_pages(browser, live_server, viewport={"width": 1280, "height": 900})
+
+
+@pytest.fixture
+def no_js_page(browser, live_server):
+    """`open_as(username, password)`: a page logged in with JavaScript off, as some users browse."""
+    yield from _logged_in_pages(browser, live_server, java_script_enabled=False)

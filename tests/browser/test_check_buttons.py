@@ -4,8 +4,6 @@ JavaScript on or off."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from deployments.models import Deployment, Operation
@@ -36,28 +34,6 @@ def live(deployer, cluster, demo_model) -> Deployment:
         scoring_uri="http://127.0.0.1:9/score",
         swagger_uri="http://127.0.0.1:9/swagger.json",
     )
-
-
-@pytest.fixture
-def no_js_page(browser, live_server) -> Iterator:
-    """`open_as(username, password)`: a page logged in with JavaScript off, as some users browse."""
-    contexts = []
-
-    def open_as(username: str, password: str):
-        context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto("/login/")
-        page.fill("input[name=username]", username)
-        page.fill("input[name=password]", password)
-        page.click("button[type=submit]")
-        page.wait_for_url(live_server.url + "/")
-        return page
-
-    yield open_as
-    for context in contexts:
-        context.close()
 
 
 def _submit(page, action) -> None:
