@@ -76,6 +76,8 @@ def spawn(
     ready_timeout_s: float = 120.0,
     sandbox: bool = True,
     memory_limit_mb: int = 0,
+    host: str = "127.0.0.1",
+    public_host: str | None = None,
 ) -> int:
     """Start a detached supervisor (its own session, so it outlives the caller) and return its pid at once.
 
@@ -84,6 +86,8 @@ def spawn(
     goes to <state_dir>/supervisor.log; if it refuses to start (exit code 2 to 5, see scoring.state_dir)
     the reason is there. sandbox=False runs the replicas without the sandbox (scoring.sandbox).
     memory_limit_mb: a replica holding more is killed and restarted (OOMKilled); 0: no limit.
+    host: where the front proxy listens; public_host: the host its scoring URI names (default: host, or
+    127.0.0.1 for a wildcard host).
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -101,7 +105,10 @@ def spawn(
         "--max-batch-wait-ms", str(int(max_batch_wait_ms)),
         "--ready-timeout", str(float(ready_timeout_s)),
         "--memory-limit-mb", str(int(memory_limit_mb)),
+        "--host", host,
     ]  # fmt: skip
+    if public_host:
+        command += ["--public-host", public_host]
     if not sandbox:
         command.append("--no-sandbox")
     launched = subprocess.run(

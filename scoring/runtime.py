@@ -46,7 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, type=Path, help="the model file or directory")
     serve.add_argument("--model-name", help="default: the basename of --model")
     serve.add_argument("--model-version", default="1")
-    serve.add_argument("--port", required=True, type=int, help="the front port on 127.0.0.1")
+    serve.add_argument("--port", required=True, type=int, help="the front proxy's port")
+    serve.add_argument(
+        "--host", default="127.0.0.1",
+        help="where the front proxy listens (default %(default)s; 0.0.0.0 for other containers to reach it). "
+        "Only the proxy, which checks the key, listens on TCP: replicas stay on Unix sockets",
+    )  # fmt: skip
+    serve.add_argument(
+        "--public-host",
+        help="the host name the scoring and swagger URIs give (default: --host, or 127.0.0.1 for 0.0.0.0)",
+    )
     serve.add_argument("--replicas", type=int, default=1)
     keys = serve.add_mutually_exclusive_group(required=True)
     keys.add_argument("--key", help="primary key (visible in the process list: prefer --key-file)")
@@ -182,6 +191,8 @@ def serve(args: argparse.Namespace) -> int:
     supervisor = Supervisor(
         state_dir=state_dir,
         port=args.port,
+        host=args.host,
+        public_host=args.public_host,
         spec=spec,
         model_dir=model_dir,
         keys=keys,

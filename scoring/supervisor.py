@@ -60,6 +60,8 @@ class Supervisor:
         *,
         state_dir: Path,
         port: int,
+        host: str = "127.0.0.1",
+        public_host: str | None = None,
         spec: ReplicaSpec,
         model_dir: Path,
         keys: KeyStore,
@@ -70,6 +72,9 @@ class Supervisor:
         self.confinement = confinement  # None: replicas run unsandboxed (--no-sandbox)
         self.sandbox_status = sandbox_status or {"enabled": confinement is not None, "engine": sandbox.ENGINE}
         self.port = port
+        self.host = host  # the front proxy's bind address; replicas listen on Unix sockets only
+        # The URIs name a host other processes can reach: a wildcard bind address is no such name.
+        self.public_host = public_host or ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host)
         self.spec = spec
         self.model_dir = model_dir  # AZUREML_MODEL_DIR of the serving generation, laid out by the caller
         self.state = "starting"
@@ -95,8 +100,13 @@ class Supervisor:
         self._event_seq = itertools.count(1)
 
     @property
+    def base_uri(self) -> str:
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host  # an IPv6 address
+        return f"http://{host}:{self.port}"
+
+    @property
     def scoring_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}/score"
+        return f"{self.base_uri}/score"
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -105,9 +115,9 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGUSR1, self._on_restart_dead)
         loop.add_signal_handler(signal.SIGUSR2, self._on_roll)
         try:
-            await self.proxy.start("127.0.0.1", self.port)
+            await self.proxy.start(self.host, self.port)
         except OSError as error:
-            logger.error("cannot listen on 127.0.0.1:%s: %s", self.port, error.strerror or error)
+            logger.error("cannot listen on %s:%s: %s", self.host, self.port, error.strerror or error)
             return EXIT_PORT_IN_USE
         print(self.scoring_uri, flush=True)
         self.state = "running"
@@ -549,7 +559,7 @@ class Supervisor:
             "pid": os.getpid(),
             "port": self.port,
             "scoring_uri": self.scoring_uri,
-            "swagger_uri": f"http://127.0.0.1:{self.port}/swagger.json",
+            "swagger_uri": f"{self.base_uri}/swagger.json",
             "started_at": self.started_at,
             "updated_at": _now_iso(),
             "generation": self.generation,

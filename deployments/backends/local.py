@@ -58,6 +58,15 @@ class LocalBackend:
         self.root = Path(root)
         self._require_sandbox = require_sandbox  # None: as settings.PRODUCTION says
 
+    @staticmethod
+    def hosts() -> tuple[str, str]:
+        """Where the front proxy listens and the host its scoring URI names: the web process POSTs test
+        images there, from another container in compose (settings.LYNX_LOCAL_BIND_HOST, _PUBLIC_HOST)."""
+        # Must be imported here: the backend itself needs no Django, only this default does.
+        from django.conf import settings
+
+        return settings.LYNX_LOCAL_BIND_HOST, settings.LYNX_LOCAL_PUBLIC_HOST
+
     @property
     def require_sandbox(self) -> bool:
         if self._require_sandbox is None:
@@ -119,7 +128,8 @@ class LocalBackend:
         # the database at creation (spec.port); a deployment from before that keeps the first port it got.
         port_file = state_dir / "port"
         port = spec.port or (int(port_file.read_text()) if port_file.exists() else control.free_port())
-        if not _port_bindable("127.0.0.1", port):
+        bind_host, public_host = self.hosts()
+        if not _port_bindable(bind_host, port):
             raise BackendError(
                 f"Port {port}, where {spec.name}'s scoring URI points, is in use by another process. "
                 "Lynx does not move a deployment to another port (its clients would lose it): stop that "
@@ -140,6 +150,8 @@ class LocalBackend:
             max_batch_wait_ms=spec.max_batch_wait_ms,
             memory_limit_mb=memory_limit_mb(spec),
             sandbox=sandboxed,
+            host=bind_host,
+            public_host=public_host,
         )
         (state_dir / "supervisor.pid").write_text(str(pid))
 
