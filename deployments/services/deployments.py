@@ -440,4 +440,9 @@ def deployment_logs(deployment: Deployment, lines: int = 100) -> dict[str, str] 
     logs are a network call a page refresh must not make."""
     if not deployment.cluster.is_local or deployment.state == ServiceState.DELETED:
         return None
-    return backend_for(deployment.cluster).service_logs(service_spec(deployment), lines=lines)
+    try:
+        return backend_for(deployment.cluster).service_logs(service_spec(deployment), lines=lines)
+    except OSError as exc:
+        # In the compose stack the replicas' state belongs to the worker container's root user, which the
+        # web container's user cannot read: say so on the page instead of failing it.
+        return {"lynx": f"The replica logs cannot be read from this web process ({exc.strerror or exc})."}

@@ -9,6 +9,7 @@ import pytest
 import requests
 from django.conf import settings
 
+from deployments.backends.local import LocalBackend
 from deployments.crypto import decrypt, encrypt, mask
 from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, OperationKind, Workspace
 from deployments.services.operations import operation_start
@@ -156,3 +157,16 @@ def test_a_regenerated_key_locks_the_old_one_out_at_once(deployer, live_deployme
     assert score(old_primary) == 401  # the very next request: no wait, no restart
     assert score(new_primary) == 200
     assert score(secondary) == 200  # the other key keeps working
+
+
+def test_logs_the_web_process_cannot_read_are_explained_on_the_page(
+    deployer, healthy_deployment, monkeypatch
+):
+    # As in the compose stack, where the worker's root user owns the replicas' state directories.
+    def unreadable(self, spec, lines=200):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(LocalBackend, "service_logs", unreadable)
+    response = login(deployer).get(f"/deployments/{healthy_deployment.pk}/logs/")
+    assert response.status_code == 200
+    assert "cannot be read from this web process (Permission denied)" in response.content.decode()
