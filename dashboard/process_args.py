@@ -75,4 +75,6 @@ def gunicorn_argv(bind: str, *, workers: int = 2) -> list[str]:
     argv = [sys.executable, "-m", "gunicorn", "dashboard.wsgi:application", "--bind", bind]
     argv += ["--worker-class", "dashboard.gunicorn_worker.HeadTimeoutThreadWorker"]
     argv += ["--workers", str(workers), "--threads", "4", "--keep-alive", "5"]
-    return argv + ["--access-logfile", "-", "--graceful-timeout", "5"]
+    # No control socket: gunicorn 27 puts it at ~/.gunicorn/gunicorn.ctl, one path for every server the user
+    # runs, so `make run` and a test's server would take it from each other.
+    return argv + ["--access-logfile", "-", "--graceful-timeout", "5", "--no-control-socket"]
