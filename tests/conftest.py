@@ -3,13 +3,16 @@ else SQLite and an embedded redis-server; real Celery worker processes; real rep
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -18,6 +21,7 @@ from django.conf import settings
 from dashboard.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -216,6 +220,14 @@ def celery_processes(transactional_db, tmp_path: Path) -> Iterator:
     yield start
     for process in reversed(started):
         process.stop()
+
+
+def run_in_new_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`asyncio.run(main())` in a thread of its own: once a browser test has run, Playwright's sync API keeps
+    an event loop running in the main thread for the rest of the session, and asyncio.run refuses to start
+    a second one there."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(main())).result()
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.3, message: str = "condition"):

@@ -30,6 +30,8 @@ def _production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("LYNX_", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL"))
+        # Set by the browser tests' fixture for this test process (tests/conftest.py), never in production.
+        and key != "DJANGO_ALLOW_ASYNC_UNSAFE"
     }
     env.update(
         DJANGO_SETTINGS_MODULE="dashboard.settings",

@@ -18,6 +18,7 @@ from scoring import proxy as proxy_module
 from scoring.keys import Keys, KeyStore
 from scoring.netutil import free_port
 from scoring.proxy import FrontProxy
+from tests.conftest import run_in_new_loop
 
 KEY = "the-key"
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -75,7 +76,7 @@ def _run(tmp_path: Path, handlers: list[Callable[..., Awaitable[web.StreamRespon
             for runner in runners:
                 await runner.cleanup()
 
-    return asyncio.run(main())
+    return run_in_new_loop(main)
 
 
 async def _post(port: int, body: bytes, *, pause_after: int | None = None) -> tuple[int, dict[str, Any]]:

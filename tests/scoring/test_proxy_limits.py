@@ -14,6 +14,7 @@ from scoring import proxy as proxy_module
 from scoring.keys import Keys, KeyStore
 from scoring.netutil import free_port
 from scoring.proxy import FrontProxy
+from tests.conftest import run_in_new_loop
 
 KEY = "the-key"
 
@@ -35,7 +36,7 @@ def _run(scenario: Callable[[FrontProxy, int], Awaitable[Any]], **proxy_options:
             await front.close()
             gc.collect()  # a task that failed unseen reports it when collected
 
-    result = asyncio.run(main())
+    result = run_in_new_loop(main)
     assert not unhandled, [context.get("message") for context in unhandled]
     return result
 
