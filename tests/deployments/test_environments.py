@@ -11,8 +11,7 @@ import yaml
 from deployments.environments import check_environment, default_environment_yaml, runtime_version
 from deployments.models import Deployment
 from tests.deployments.conftest import login
-from tests.deployments.factories import ready_cluster
-from tests.deployments.test_entry_scripts import _form_data
+from tests.deployments.factories import deploy_form_data, ready_cluster
 
 HOW_TO_ENVIRONMENT = """\
 name: project_environment
@@ -116,7 +115,7 @@ def test_an_environment_conda_would_refuse_gets_an_error(text, message):
 def test_a_bad_environment_deploys_nothing(deployer, demo_model):
     cluster = ready_cluster(deployer)
     response = login(deployer).post(
-        "/deployments/new/", _form_data(cluster, demo_model, environment_yaml="dependencies: [numpy]\n")
+        "/deployments/new/", deploy_form_data(cluster, demo_model, environment_yaml="dependencies: [numpy]\n")
     )
     assert response.status_code == 400 and "needs a `name`" in response.content.decode()
     assert not Deployment.objects.exists()
@@ -125,7 +124,7 @@ def test_a_bad_environment_deploys_nothing(deployer, demo_model):
 @pytest.mark.django_db
 def test_check_shows_the_warnings_without_deploying(deployer, demo_model):
     cluster = ready_cluster(deployer)
-    data = _form_data(cluster, demo_model, environment_yaml=HOW_TO_ENVIRONMENT, check="1")
+    data = deploy_form_data(cluster, demo_model, environment_yaml=HOW_TO_ENVIRONMENT, check="1")
     response = login(deployer).post("/deployments/new/", data)
     page = response.content.decode()
     assert response.status_code == 200 and "pass the checks" in page and "is an empty stub now" in page
@@ -137,7 +136,7 @@ def test_an_edited_environment_is_stored_with_the_deployment_and_its_warnings_sh
     cluster = ready_cluster(deployer)
     client = login(deployer)
     response = client.post(
-        "/deployments/new/", _form_data(cluster, demo_model, environment_yaml=HOW_TO_ENVIRONMENT)
+        "/deployments/new/", deploy_form_data(cluster, demo_model, environment_yaml=HOW_TO_ENVIRONMENT)
     )
     assert response.status_code == 302
     deployment = Deployment.objects.get()
