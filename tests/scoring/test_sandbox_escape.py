@@ -24,6 +24,7 @@ from django.conf import settings
 from scoring import control, sandbox
 
 from .conftest import PRIMARY_KEY, REPO, SECONDARY_KEY, wait_for
+from .test_sandbox import _require_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -320,14 +321,6 @@ def init():
 def run(raw_data):
     return found
 '''
-
-
-def _require_sandbox() -> None:
-    available = sandbox.availability()
-    if not available.available:
-        if os.environ.get("CI") == "true":
-            pytest.fail(available.message)
-        pytest.skip(available.message)
 
 
 class _Listener:
