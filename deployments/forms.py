@@ -312,6 +312,7 @@ class TestScoringForm(forms.Form):
 
 class KeyForm(forms.Form):
     key = forms.ChoiceField(choices=[("Primary", "Primary"), ("Secondary", "Secondary")])
+    idempotency_key = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
 
 class ConfirmForm(IdempotentForm):

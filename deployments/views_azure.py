@@ -24,8 +24,8 @@ from deployments.forms_azure import (
 from deployments.models import Backend, Deployment, Workspace
 from deployments.services import Refused, cluster_create
 from deployments.services.azure_sync import azure_sync_request
+from deployments.services.deployments import deployment_key_regenerate
 from deployments.services.workspaces import (
-    deployment_azure_key_regenerate,
     deployment_azure_logs_fetch,
     workspace_create,
     workspace_secret_set,
@@ -200,7 +200,7 @@ def azure_key_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, "Choose the Primary or the Secondary key; nothing was changed.")
         return redirect("azure_deployment", pk=pk)
     try:
-        operation = deployment_azure_key_regenerate(
+        operation = deployment_key_regenerate(
             user=request.user,
             deployment=deployment,
             key=form.cleaned_data["key"],

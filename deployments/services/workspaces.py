@@ -181,35 +181,6 @@ def _azure_deployment(deployment: Deployment) -> Workspace:
     return deployment.cluster.workspace
 
 
-def deployment_azure_key_regenerate(
-    *, user: AbstractBaseUser, deployment: Deployment, key: str, idempotency_key: str | None = None
-) -> Operation:
-    """Ask Azure for a new primary or secondary key (`regen_key`) in a worker; the old key stops working."""
-    if existing := operation_by_idempotency_key(idempotency_key):
-        return existing
-    if key not in KEY_NAMES:
-        raise Refused(f"There is no {key!r} key: choose Primary or Secondary.")
-    _azure_deployment(deployment)
-    if deployment.state not in (ServiceState.HEALTHY, ServiceState.UNHEALTHY):
-        raise Refused(f"{deployment.name} is {deployment.state}; regenerate its keys once it is Healthy.")
-    with transaction.atomic():
-        audit_record(
-            actor=user,
-            action="deployment.key_regenerate",
-            resource=deployment,
-            after={"key": key},
-            message=f"{key} key regeneration requested; the old {key.lower()} key stops working",
-        )
-        return operation_start(
-            kind=OperationKind.SERVICE_KEY_REGENERATE,
-            user=user,
-            deployment=deployment,
-            cluster=deployment.cluster,
-            params={"key": key},
-            idempotency_key=idempotency_key,
-        )
-
-
 def deployment_azure_logs_fetch(
     *,
     user: AbstractBaseUser,

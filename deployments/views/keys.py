@@ -13,7 +13,6 @@ from deployments.forms import KeyForm
 from deployments.models import Deployment
 from deployments.services import Refused
 from deployments.services.deployments import deployment_key_regenerate, deployment_key_reveal
-from deployments.services.workspaces import deployment_azure_key_regenerate
 
 
 def _keys_url(pk: int) -> str:
@@ -48,24 +47,16 @@ def key_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("cluster", "model"), pk=pk)
     form = KeyForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Choose the Primary or the Secondary key.")
+        messages.error(request, "Choose the Primary or the Secondary key; nothing was changed.")
         return redirect(_keys_url(pk))
-    key = form.cleaned_data["key"]
-    if not deployment.cluster.is_local:
-        # Azure regenerates its own keys (regen_key blocks while it polls): an operation on a worker.
-        try:
-            operation = deployment_azure_key_regenerate(user=request.user, deployment=deployment, key=key)
-        except Refused as exc:
-            messages.error(request, str(exc))
-            return redirect(_keys_url(pk))
-        return redirect("operation_detail", pk=operation.pk)
     try:
-        deployment_key_regenerate(user=request.user, deployment=deployment, key=key)
+        operation = deployment_key_regenerate(
+            user=request.user,
+            deployment=deployment,
+            key=form.cleaned_data["key"],
+            idempotency_key=form.cleaned_data["idempotency_key"] or None,
+        )
     except Refused as exc:
         messages.error(request, str(exc))
-    else:
-        messages.success(
-            request,
-            f"The {key.lower()} key of {deployment.name} was regenerated; the old one no longer works.",
-        )
-    return redirect(_keys_url(pk))
+        return redirect(_keys_url(pk))
+    return redirect("operation_detail", pk=operation.pk)

@@ -144,8 +144,9 @@ def service_delete_step(operation: Operation) -> float | None:
 def service_key_regenerate_step(operation: Operation) -> float | None:
     deployment = operation.deployment
     key = operation.params.get("key", "Primary")
-    operation_log(operation, f"Asking Azure for a new {key.lower()} key for {deployment.name}")
-    # regen_key blocks for a few seconds while Azure rolls the key out; then the keys are read back.
+    operation_log(operation, f"Replacing the {key.lower()} key of {deployment.name}")
+    # Azure's regen_key blocks for a few seconds while it rolls the key out; then the keys are read back.
+    # The local target rewrites the key file, which its front proxy re-reads on the next request.
     primary, secondary = backend_for(deployment.cluster).regenerate_key(service_spec(deployment), key)
     with transaction.atomic():
         Deployment.objects.filter(pk=deployment.pk).update(
