@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 run: install
-	$(PY) -m dashboard.launcher
+	$(PY) -m lynx.launcher
 
 # Tests keep their own var/ (database file, replicas, embedded Redis) apart from `make run`'s.
 test: install

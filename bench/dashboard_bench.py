@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from dashboard.process_args import celery_worker_argv, embedded_redis_argv
+from lynx.process_args import celery_worker_argv, embedded_redis_argv
 from scoring import control
 
 from .htmlform import form_data
@@ -149,7 +149,7 @@ def run(
         DATABASE_URL=f"{database_server}/{database}",
         REDIS_URL=f"unix://{socket_path}",
         LYNX_VAR_DIR=str(var_dir),
-        DJANGO_SETTINGS_MODULE="dashboard.settings",
+        DJANGO_SETTINGS_MODULE="lynx.settings",
         PYTHONUNBUFFERED="1",
     )
     os.environ.update({key: env[key] for key in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")})
@@ -288,7 +288,7 @@ def _run(
             sys.executable,
             "-m",
             "gunicorn",
-            "dashboard.wsgi:application",
+            "lynx.wsgi:application",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

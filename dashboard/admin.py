@@ -11,7 +11,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 from django.http import HttpRequest
 
-from dashboard.roles import ROLES
+from accounts.roles import ROLES
 from dashboard.signals import RoleChanges
 
 User = get_user_model()

@@ -1,6 +1,6 @@
 from django.http import HttpRequest
 
-from dashboard.roles import can_deploy, is_admin, role_of
+from accounts.roles import can_deploy, is_admin, role_of
 
 
 def roles(request: HttpRequest) -> dict:

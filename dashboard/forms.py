@@ -8,7 +8,7 @@ from django import forms
 from django.contrib.auth import get_user_model, password_validation
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 
-from dashboard.roles import ROLES
+from accounts.roles import ROLES
 from deployments.services.expiry import MAX_EXTEND_HOURS
 
 # What the audit log records, for the filters' suggestions; any other value is accepted too.

@@ -18,7 +18,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 
-from dashboard.roles import ADMIN, DEPLOYER, ROLES, VIEWER
+from accounts.roles import ADMIN, DEPLOYER, ROLES, VIEWER
+from deployments.services.audit import audit_record
 
 Snapshot = dict[str, Any]
 _CREATED = "_lynx_created_here"
@@ -63,7 +64,6 @@ class RoleChanges:
 
     def record(self) -> None:
         """One audit event per person whose role changed; call it inside the transaction that changed it."""
-        from deployments.services.audit import audit_record  # deployments imports dashboard.roles
 
         before, self.before = self.before, {}
         if not self.recording:

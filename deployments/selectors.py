@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
+from accounts.roles import ROLES
 from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, VmPrice, VmPriceChange
 from deployments.services.costs import (
     Priced,
@@ -92,8 +93,6 @@ def vm_price_map() -> dict[str, VmPrice]:
 
 def teams_of(user_ids: set[int]) -> dict[int, list[str]]:
     """Each user's teams: their Django groups other than the three roles."""
-    from dashboard.roles import ROLES
-
     memberships = (
         get_user_model()
         .groups.through.objects.filter(user_id__in=user_ids)

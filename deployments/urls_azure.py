@@ -1,4 +1,4 @@
-"""URLs of the Azure pages; dashboard/urls.py includes them at the root."""
+"""URLs of the Azure pages; lynx/urls.py includes them at the root."""
 
 from django.urls import path
 

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.roles import admin_required, deployer_required
+from accounts.roles import admin_required, deployer_required
 from deployments import selectors, selectors_azure
 from deployments.crypto import decrypt, mask
 from deployments.forms import ConfirmForm

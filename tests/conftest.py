@@ -18,7 +18,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from dashboard.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
+from lynx.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -156,7 +156,7 @@ def worker_env() -> dict[str, str]:
         LYNX_OPERATION_LEASE_SECONDS=str(settings.LYNX_OPERATION_LEASE_SECONDS),
         LYNX_POLL_SECONDS="0.5",
         LYNX_RECONCILE_SECONDS="2",
-        DJANGO_SETTINGS_MODULE="dashboard.settings",
+        DJANGO_SETTINGS_MODULE="lynx.settings",
         PYTHONUNBUFFERED="1",
     )
 

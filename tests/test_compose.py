@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
-from dashboard.process_args import DEFAULT_QUEUE, celery_worker_argv, gunicorn_argv, local_queue
+from lynx.process_args import DEFAULT_QUEUE, celery_worker_argv, gunicorn_argv, local_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,9 +5,9 @@ import sys
 
 PROBE = """
 import django, os, sys
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lynx.settings")
 django.setup()
-import dashboard.wsgi, dashboard.urls, workers.tasks
+import lynx.wsgi, lynx.urls, workers.tasks
 from django.urls import get_resolver
 get_resolver().url_patterns  # import every view module
 import deployments.services.operations, deployments.services.reconcile, deployments.backends.local

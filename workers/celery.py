@@ -4,7 +4,9 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+from workers.queues import DEFAULT_QUEUE
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lynx.settings")
 
 app = Celery("lynx")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -40,8 +42,6 @@ def _route_local_work(sender: Celery, **_: object) -> None:
     """
     # Must be imported here: settings are read once Celery has configured itself from them.
     from django.conf import settings
-
-    from dashboard.process_args import DEFAULT_QUEUE
 
     sender.conf.task_default_queue = DEFAULT_QUEUE
     sender.conf.task_routes = {"workers.tasks.reconcile_local": {"queue": settings.LYNX_LOCAL_QUEUE}}

@@ -6,7 +6,7 @@ from django.conf import settings
 
 
 def _seconds(name: str, default: float) -> float:
-    # Settings win; the environment is the fallback until dashboard/settings.py names it.
+    # Settings win; the environment is the fallback until lynx/settings.py names it.
     return float(getattr(settings, name, None) or os.environ.get(name) or default)
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import redis
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
@@ -39,9 +40,7 @@ def _check_broker() -> str:
 
 
 def _ping_workers() -> int:
-    from workers.celery import app
-
-    return len(app.control.ping(timeout=1.0) or [])
+    return len(current_app.control.ping(timeout=1.0) or [])
 
 
 class _Bounded(threading.Thread):

@@ -12,9 +12,9 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.roles import deployer_required
 from dashboard.charts import cost_per_day_chart
 from dashboard.forms import ExtendForm
-from dashboard.roles import deployer_required
 from deployments import selectors
 from deployments.models import Cluster, VmPrice
 from deployments.selectors_azure import external_resources_open, unmanaged_cost_per_hour

@@ -8,16 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.roles import ROLES, admin_required, role_of, teams_of_user
 from dashboard.forms import NewPersonForm, PersonForm
-from dashboard.roles import (
-    ROLES,
-    admin_required,
-    role_of,
-    teams_of_user,
-    user_create,
-    user_role_set,
-    user_team_set,
-)
+from dashboard.people import user_create, user_role_set, user_team_set
 from deployments.services.operations import Refused
 
 

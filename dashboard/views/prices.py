@@ -8,8 +8,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.roles import admin_required
 from dashboard.forms import NewPriceForm, PriceForm
-from dashboard.roles import admin_required
 from deployments.models import VmPrice
 from deployments.services.costs import LOCAL_PRICE_ROW, vm_price_create, vm_price_set
 from deployments.services.operations import Refused

@@ -26,6 +26,7 @@ from django.utils import timezone
 from deployments.backends.base import BackendError
 from deployments.models import Backend, Cluster, Deployment, ExternalResource, Operation, Workspace
 from deployments.states import ACTIVE_OPERATION_STATES, LIVE_SERVICE_STATES, ProvisioningState, ServiceState
+from deployments.tasks import SYNC_AZURE, SYNC_AZURE_WORKSPACE, task_send
 
 from .audit import audit_record
 from .specs import workspace_spec
@@ -49,13 +50,11 @@ class SyncResult:
 
 def azure_sync_request(*, workspace: Workspace | None = None) -> None:
     """Ask a worker to sync one workspace (or every one) now, after the caller's transaction commits."""
-    from workers.tasks import sync_azure, sync_azure_workspace
-
     # robust: with the broker down the request still answers; the periodic sync catches up once it is back.
     if workspace is None:
-        transaction.on_commit(lambda: sync_azure.delay(), robust=True)
+        transaction.on_commit(lambda: task_send(SYNC_AZURE), robust=True)
     else:
-        transaction.on_commit(lambda: sync_azure_workspace.delay(workspace.pk), robust=True)
+        transaction.on_commit(lambda: task_send(SYNC_AZURE_WORKSPACE, workspace.pk), robust=True)
 
 
 def azure_sync_all() -> list[int]:

@@ -33,7 +33,7 @@ CONFIG_FIELDS = ("expires_at", "idle_teardown_hours", "idle_extended_until", "au
 
 
 def _setting(name: str, default: float) -> float:
-    # Settings win; the environment is the fallback until dashboard/settings.py names these.
+    # Settings win; the environment is the fallback until lynx/settings.py names these.
     return float(getattr(settings, name, None) or os.environ.get(name) or default)
 
 

@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.roles import deployer_required
+from accounts.roles import deployer_required
 from deployments import selectors
 from deployments.forms import ClusterForm, ConfirmForm
 from deployments.models import Cluster

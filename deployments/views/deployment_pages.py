@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.roles import deployer_required
+from accounts.roles import deployer_required
 from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.environments import check_environment, runtime_version

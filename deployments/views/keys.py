@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from dashboard.roles import deployer_required
+from accounts.roles import deployer_required
 from deployments.forms import KeyForm
 from deployments.models import Deployment
 from deployments.services import Refused

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET
 
-from dashboard.roles import deployer_required
+from accounts.roles import deployer_required
 from deployments.forms import ModelUploadForm
 from deployments.model_archives import LABELS_MAX_BYTES, human_size, upload_max_bytes
 from deployments.models import Deployment, RegisteredModel

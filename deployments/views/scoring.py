@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from dashboard.roles import can_deploy
+from accounts.roles import can_deploy
 from deployments.forms import TestScoringForm
 from deployments.models import Deployment, ScoringRun
 from deployments.services import Refused

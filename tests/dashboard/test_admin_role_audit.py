@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboard.roles import role_of
+from accounts.roles import role_of
 from deployments.models import AuditEvent
 
 pytestmark = pytest.mark.django_db

@@ -32,7 +32,7 @@ def _embedded_env(var_dir: Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("LYNX_", "SECRET_KEY", "DATABASE_URL", "REDIS_URL"))
     }
-    env.update(DJANGO_SETTINGS_MODULE="dashboard.settings", LYNX_VAR_DIR=str(var_dir))
+    env.update(DJANGO_SETTINGS_MODULE="lynx.settings", LYNX_VAR_DIR=str(var_dir))
     return env
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from dashboard.log_filters import QuietHousekeeping
+from lynx.log_filters import QuietHousekeeping
 
 
 def _record(name: str, level: int, message: str, *args) -> logging.LogRecord:

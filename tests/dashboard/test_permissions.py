@@ -79,7 +79,7 @@ def admin_form(obj: str | None = None) -> Expect:
 
 # Add an entry here for every new route: what viewer, deployer and admin get for GET and POST.
 EXPECTED: dict[str, Expect] = {
-    # dashboard/urls.py
+    # lynx/urls.py
     "overview": page(),
     "healthz": Expect(get=(HEALTH,) * 3, post=(NOT_ALLOWED,) * 3, anonymous=(HEALTH, NOT_ALLOWED)),
     "audit_list": page(),

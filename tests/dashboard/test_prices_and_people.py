@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
-from dashboard.roles import role_of, teams_of_user
+from accounts.roles import role_of, teams_of_user
 from deployments.models import AuditEvent, VmPrice
 from deployments.services.costs import vm_prices_seed
 

@@ -34,7 +34,7 @@ def _production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
         and key != "DJANGO_ALLOW_ASYNC_UNSAFE"
     }
     env.update(
-        DJANGO_SETTINGS_MODULE="dashboard.settings",
+        DJANGO_SETTINGS_MODULE="lynx.settings",
         LYNX_ENV="production",
         LYNX_VAR_DIR=str(tmp_path / "var"),
         SECRET_KEY=GOOD_SECRET,
@@ -105,7 +105,7 @@ def test_check_deploy_finds_no_cookie_hsts_redirect_or_secret_warning(tmp_path):
 
 def test_development_still_starts_with_the_embedded_defaults(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LYNX_", "SECRET_KEY", "DATABASE_URL"))}
-    env.update(DJANGO_SETTINGS_MODULE="dashboard.settings", LYNX_VAR_DIR=str(tmp_path / "var"))
+    env.update(DJANGO_SETTINGS_MODULE="lynx.settings", LYNX_VAR_DIR=str(tmp_path / "var"))
     result = _run([sys.executable, "-c", PRINT_SETTINGS], env)
     assert result.returncode == 0, result.stderr[-2000:]
     values = json.loads(result.stdout.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dashboard.process_args import gunicorn_argv
+from lynx.process_args import gunicorn_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_TIMEOUT = 3  # seconds, short for the test (the default is 10)
@@ -32,7 +32,7 @@ def _free_port() -> int:
 def web_server(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     env = dict(
-        os.environ, DJANGO_SETTINGS_MODULE="dashboard.settings", LYNX_HEAD_TIMEOUT_SECONDS=str(HEAD_TIMEOUT)
+        os.environ, DJANGO_SETTINGS_MODULE="lynx.settings", LYNX_HEAD_TIMEOUT_SECONDS=str(HEAD_TIMEOUT)
     )
     log = (tmp_path / "gunicorn.log").open("w")
     proc = subprocess.Popen(

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from dashboard import supervision
-from dashboard.supervision import Child, keep_running
+from lynx.supervision import Child, keep_running
 
 
 def _child(tmp_path: Path, code: str, name: str = "flaky") -> Child:

@@ -22,7 +22,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboard.roles import user_role_set, user_team_set
+from dashboard.people import user_role_set, user_team_set
 from deployments.models import AuditEvent, Cluster, OperationKind, VmPrice
 from deployments.services.costs import vm_price_set, vm_prices_seed
 from deployments.services.deployments import deployment_delete

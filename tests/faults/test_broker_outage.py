@@ -18,9 +18,9 @@ import redis
 from django.urls import reverse
 from kombu import Connection
 
-from dashboard.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
 from deployments.models import Operation
 from deployments.states import OperationState
+from lynx.process_args import celery_beat_argv, celery_worker_argv, embedded_redis_argv
 from tests.conftest import BASE_DIR, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

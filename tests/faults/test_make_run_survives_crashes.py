@@ -59,7 +59,7 @@ def test_make_run_restarts_what_was_killed_and_keeps_running(tmp_path, demo_mode
     }
     log = (tmp_path / "launcher.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dashboard.launcher"],
+        [sys.executable, "-m", "lynx.launcher"],
         cwd=BASE_DIR,
         env=env,
         stdout=log,

@@ -98,7 +98,7 @@ def _local_hosts(**env: str) -> tuple[str, str]:
     out = subprocess.run(
         [sys.executable, "-c", "from django.conf import settings as s; "
          "print(s.LYNX_LOCAL_BIND_HOST, s.LYNX_LOCAL_PUBLIC_HOST)"],
-        cwd=REPO, env={**base, "DJANGO_SETTINGS_MODULE": "dashboard.settings", **env},
+        cwd=REPO, env={**base, "DJANGO_SETTINGS_MODULE": "lynx.settings", **env},
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     bind, public = out.stdout.split()

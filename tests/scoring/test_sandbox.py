@@ -429,7 +429,7 @@ def test_development_runs_replicas_unsandboxed_without_bubblewrap_and_says_so(no
 
 
 def test_the_make_run_banner_says_replicas_run_unsandboxed_and_how_to_fix_it(no_bwrap):
-    from dashboard.launcher import sandbox_banner
+    from lynx.launcher import sandbox_banner
 
     banner = sandbox_banner()
     assert "without a sandbox" in banner and "apt-get install bubblewrap" in banner
@@ -492,7 +492,7 @@ def test_a_sandboxed_replica_keeps_only_the_environment_the_inference_server_nee
             "TF_CLI_CONFIG_FILE": "/root/.terraformrc",  # Terraform's, not TensorFlow's
             "HOME": "/root",
             "SSH_AUTH_SOCK": "/run/ssh.sock",
-            "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+            "DJANGO_SETTINGS_MODULE": "lynx.settings",
         }
     )
     assert env.keys() == {

@@ -125,8 +125,8 @@ def _signal(pid):
 def _settings():
     """What Django's settings hold when imported in here: the secrets, hashed."""
     try:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-        import dashboard.settings as s
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lynx.settings")
+        import lynx.settings as s
         digest = lambda value: __import__("hashlib").sha256(str(value).encode()).hexdigest()
         return {
             "SECRET_KEY": digest(s.SECRET_KEY),

@@ -14,7 +14,6 @@ import pytest
 import redis
 from django.conf import settings
 
-from dashboard.process_args import DEFAULT_QUEUE, celery_worker_argv
 from deployments.models import (
     Backend,
     Cluster,
@@ -27,6 +26,7 @@ from deployments.models import (
 from deployments.services import cluster_create
 from deployments.services.operations import operation_dispatch
 from deployments.states import OperationState, ProvisioningState, ServiceState
+from lynx.process_args import DEFAULT_QUEUE, celery_worker_argv
 from tests.conftest import BASE_DIR, wait_for, worker_env
 from workers.celery import app
 

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.roles import ROLES
+from accounts.roles import ROLES
 from deployments.models import RegisteredModel
 from deployments.services.costs import vm_prices_seed
 from deployments.services.models import model_register

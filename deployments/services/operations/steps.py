@@ -23,6 +23,7 @@ from deployments.models import (
     Workspace,
 )
 from deployments.states import ACTIVE_OPERATION_STATES, OperationState, ProvisioningState, ServiceState
+from deployments.tasks import ADVANCE_OPERATION, task_send
 
 from ..audit import actor_name, audit_record
 from ..transitions import (
@@ -49,12 +50,8 @@ def operation_dispatch(operation_id: int, countdown: float = 0) -> bool:
     """Hand the operation's next step to a worker. False when the broker cannot be reached: the operation is
     recorded all the same, and the reconciler dispatches it once the broker is back (it picks up every
     active operation with no step for a lease's length), so a broker outage never fails a request."""
-    from workers.tasks import advance_operation
-
     try:
-        advance_operation.apply_async(
-            (operation_id,), countdown=countdown, queue=operation_queue(operation_id)
-        )
+        task_send(ADVANCE_OPERATION, operation_id, countdown=countdown, queue=operation_queue(operation_id))
     except OperationalError as exc:
         log.warning("operation %s not dispatched, broker unreachable (reconcile will): %s", operation_id, exc)
         # Said on the operation's page too, which is where its requester is sent.

@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-from dashboard.process_args import (
+from lynx.process_args import (
     celery_beat_argv,
     celery_worker_argv,
     embedded_redis_argv,
     gunicorn_argv,
 )
-from dashboard.supervision import Child, keep_running, say
+from lynx.supervision import Child, keep_running, say
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -69,7 +69,7 @@ def sandbox_banner(*, production: bool = False) -> str:
 
 
 def main() -> int:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="dashboard.settings", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="lynx.settings", PYTHONUNBUFFERED="1")
     from django.conf import settings
 
     var_dir: Path = settings.VAR_DIR
@@ -123,6 +123,6 @@ def main() -> int:
 if __name__ == "__main__":
     import django
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lynx.settings")
     django.setup()
     sys.exit(main())

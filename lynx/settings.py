@@ -19,7 +19,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard.process_args import local_queue
+from workers.queues import local_queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("LYNX_VAR_DIR", BASE_DIR / "var")).resolve()
@@ -143,8 +143,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns a lockout into the login page
 ]
 
-ROOT_URLCONF = "dashboard.urls"
-WSGI_APPLICATION = "dashboard.wsgi.application"
+ROOT_URLCONF = "lynx.urls"
+WSGI_APPLICATION = "lynx.wsgi.application"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -228,7 +228,7 @@ LYNX_LOCAL_PUBLIC_HOST = os.environ.get("LYNX_LOCAL_PUBLIC_HOST") or (
     "127.0.0.1" if LYNX_LOCAL_BIND_HOST in ("0.0.0.0", "::") else LYNX_LOCAL_BIND_HOST
 )
 # The Celery queue of the one host that runs local replicas: every task touching them goes there
-# (workers/celery.py, operation_dispatch). dashboard/process_args.py reads the same variable.
+# (workers/celery.py, operation_dispatch). lynx/process_args.py reads the same variable.
 LYNX_LOCAL_QUEUE = local_queue()
 LYNX_UPLOADS_DIR = VAR_DIR / "uploads"
 # Django's temporary upload files live under var/ too, so a request killed mid-upload leaves them where the
@@ -292,7 +292,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"quiet_housekeeping": {"()": "dashboard.log_filters.QuietHousekeeping"}},
+    "filters": {"quiet_housekeeping": {"()": "lynx.log_filters.QuietHousekeeping"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["quiet_housekeeping"]}
     },

@@ -3,18 +3,11 @@ Celery's worker and beat. One place, so `make run`, the tests and `make bench` s
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# Celery's own default queue: every task not routed elsewhere (Azure work, the sync, the sweeps).
-DEFAULT_QUEUE = "celery"
-
-
-def local_queue() -> str:
-    """The queue of the host that runs local replicas: LYNX_LOCAL_QUEUE, as settings.LYNX_LOCAL_QUEUE."""
-    return os.environ.get("LYNX_LOCAL_QUEUE") or "local"
+from workers.queues import DEFAULT_QUEUE, local_queue
 
 
 def embedded_redis_argv(socket_path: Path, data_dir: Path | None = None) -> list[str]:
@@ -71,9 +64,9 @@ def celery_beat_argv(schedule: Path) -> list[str]:
 def gunicorn_argv(bind: str, *, workers: int = 2) -> list[str]:
     """The web server: `make run` starts it with these arguments, the slow-clients test too, and
     docker-compose.yml's web service spells out the same (tests/test_compose.py checks it).
-    The worker class reads request heads without holding a thread (dashboard/gunicorn_worker.py)."""
-    argv = [sys.executable, "-m", "gunicorn", "dashboard.wsgi:application", "--bind", bind]
-    argv += ["--worker-class", "dashboard.gunicorn_worker.HeadTimeoutThreadWorker"]
+    The worker class reads request heads without holding a thread (lynx/gunicorn_worker.py)."""
+    argv = [sys.executable, "-m", "gunicorn", "lynx.wsgi:application", "--bind", bind]
+    argv += ["--worker-class", "lynx.gunicorn_worker.HeadTimeoutThreadWorker"]
     argv += ["--workers", str(workers), "--threads", "4", "--keep-alive", "5"]
     # No control socket: gunicorn 27 puts it at ~/.gunicorn/gunicorn.ctl, one path for every server the user
     # runs, so `make run` and a test's server would take it from each other.
