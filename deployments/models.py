@@ -44,7 +44,7 @@ class Workspace(models.Model):
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_check_result = models.TextField(blank=True)
     last_check_ok = models.BooleanField(null=True, blank=True)
-    # The periodic sync (deployments.services.azure_sync): when it last listed the workspace,
+    # The periodic sync (targets.azureml.services.sync): when it last listed the workspace,
     # and why it could not.
     last_synced_at = models.DateTimeField(null=True, blank=True)
     last_sync_error = models.TextField(blank=True)

@@ -130,6 +130,14 @@ INSTALLED_APPS = [
     "axes",
 ]
 
+# Deployment targets: a cluster's `backend` value → its package (targets/<name>/: a backend, and pages if it
+# has any). Adding a target is its package and one line here.
+LYNX_TARGETS = {
+    "local": "targets.local",
+    "azureml": "targets.azureml",
+}
+INSTALLED_APPS += list(LYNX_TARGETS.values())
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

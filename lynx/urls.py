@@ -1,8 +1,16 @@
+import importlib.util
+
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import views
+
+
+def _has_urls(package: str) -> bool:
+    return importlib.util.find_spec(f"{package}.urls") is not None
+
 
 urlpatterns = [
     path("", views.overview, name="overview"),
@@ -21,5 +29,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", include("deployments.urls")),
-    path("", include("deployments.urls_azure")),
+    # Each target's own pages, if it has any (settings.LYNX_TARGETS).
+    *[
+        path("", include(f"{package}.urls"))
+        for package in settings.LYNX_TARGETS.values()
+        if _has_urls(package)
+    ],
 ]

@@ -10,7 +10,7 @@ django.setup()
 import lynx.wsgi, lynx.urls, workers.tasks
 from django.urls import get_resolver
 get_resolver().url_patterns  # import every view module
-import deployments.services.operations, deployments.services.reconcile, deployments.backends.local
+import deployments.services.operations, deployments.services.reconcile, targets.local.backend
 heavy = sorted(m for m in ("tensorflow", "keras", "torch") if m in sys.modules)
 print(",".join(heavy) or "none")
 """

@@ -17,7 +17,6 @@ from dashboard.charts import cost_per_day_chart
 from dashboard.forms import ExtendForm
 from deployments import selectors
 from deployments.models import Cluster, VmPrice
-from deployments.selectors_azure import external_resources_open, unmanaged_cost_per_hour
 from deployments.services.costs import Priced, price_key
 from deployments.services.expiry import (
     ExpiryStatus,
@@ -28,6 +27,7 @@ from deployments.services.expiry import (
     warn_before,
 )
 from deployments.services.operations import Refused
+from targets.azureml.selectors import external_resources_open, unmanaged_cost_per_hour
 
 EXTEND_CHOICES = (4, 24)
 OVERVIEW_ROWS, OVERVIEW_ALL_ROWS = 100, 5000

@@ -1,0 +1,30 @@
+"""The backend interface (`base.py`) and the registry that finds each target's backend.
+
+settings.LYNX_TARGETS maps a cluster's `backend` value to its target package (`targets/<name>/`), whose
+`backend.make_backend(cluster_spec)` returns a `Backend`. The package is imported by name on first use, as
+Django finds apps, so the domain never imports a target and a target's SDK loads only where it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .base import Backend, ClusterSpec
+
+
+@cache
+def backend_factory(kind: str) -> Callable[[ClusterSpec], Backend]:
+    try:
+        package = settings.LYNX_TARGETS[kind]
+    except KeyError:
+        known = sorted(settings.LYNX_TARGETS)
+        raise ValueError(f"unknown target {kind!r}: settings.LYNX_TARGETS has {known}") from None
+    return import_string(f"{package}.backend.make_backend")
+
+
+def backend_make(kind: str, cluster: ClusterSpec) -> Backend:
+    return backend_factory(kind)(cluster)

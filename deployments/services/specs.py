@@ -8,9 +8,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from deployments.backends import backend_make
 from deployments.backends.base import Backend, ClusterSpec, ServiceSpec, WorkspaceSpec
 from deployments.crypto import decrypt
-from deployments.models import Backend as BackendKind
 from deployments.models import Cluster, Deployment, Workspace
 
 
@@ -90,13 +90,5 @@ def service_spec(deployment: Deployment) -> ServiceSpec:
 
 
 def backend_for(cluster: Cluster) -> Backend:
-    """The backend that talks to this cluster's target. Imports the Azure SDK only when needed."""
-    if cluster.backend == BackendKind.LOCAL:
-        from deployments.backends.local import LocalBackend
-
-        return LocalBackend(settings.LYNX_LOCAL_DIR)
-    if cluster.backend == BackendKind.AZUREML:
-        from deployments.backends.azureml import AzureMLBackend
-
-        return AzureMLBackend(workspace_spec(cluster.workspace))
-    raise ValueError(f"unknown backend {cluster.backend!r}")
+    """The backend that talks to this cluster's target (settings.LYNX_TARGETS)."""
+    return backend_make(cluster.backend, cluster_spec(cluster))

@@ -115,7 +115,7 @@ EXPECTED: dict[str, Expect] = {
     "model_list": page(),
     "model_new": form(),
     "model_detail": page("model"),
-    # deployments/urls_azure.py
+    # targets/azureml/urls.py
     "workspace_list": page(),
     "workspace_new": admin_form(),
     "workspace_detail": page("workspace"),

@@ -17,11 +17,11 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from deployments.backends.local import LocalBackend
 from deployments.models import Deployment
 from deployments.services.specs import service_spec
 from deployments.services.transitions import deployment_transition
 from deployments.states import ServiceState
+from targets.local.backend import LocalBackend
 from tests.conftest import wait_for
 from tests.deployments.factories import ready_cluster, start_deployment
 from tests.deployments.savedmodels import build_tf1_savedmodels

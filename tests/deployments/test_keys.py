@@ -9,12 +9,12 @@ import pytest
 import requests
 from django.conf import settings
 
-from deployments.backends.local import LocalBackend
 from deployments.crypto import decrypt, encrypt, mask
 from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, OperationKind, Workspace
 from deployments.services.operations import operation_advance, operation_start
 from deployments.services.operations.steps import operation_queue
 from deployments.states import OperationState, ProvisioningState, ServiceState
+from targets.local.backend import LocalBackend
 from tests.conftest import digit_images
 from tests.deployments.conftest import login
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from deployments.backends.local import LocalBackend
 from deployments.models import Deployment, Operation
 from deployments.services import deployment_create
 from deployments.services.operations import operation_advance
 from deployments.services.specs import service_spec
+from targets.local.backend import LocalBackend
 from tests.deployments.factories import ready_cluster
 
 ECHO_SCRIPT = """

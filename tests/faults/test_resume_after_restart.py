@@ -8,12 +8,12 @@ import time
 import pytest
 from django.conf import settings
 
-from deployments.backends.local import LocalBackend
 from deployments.models import Deployment, Operation
 from deployments.services import operation_advance
 from deployments.services.specs import service_spec
 from deployments.states import ServiceState
 from scoring import control
+from targets.local.backend import LocalBackend
 from tests.deployments.factories import ready_cluster, start_deployment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

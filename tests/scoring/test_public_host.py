@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from deployments.backends.base import ClusterSpec, ServiceSpec
-from deployments.backends.local import LocalBackend
+from targets.local.backend import LocalBackend
 
 from .conftest import PRIMARY_KEY, REPO, SECONDARY_KEY, wait_for
 

@@ -391,7 +391,7 @@ def _spec(tmp_path: Path, name: str):
 
 def test_production_refuses_to_deploy_locally_without_the_sandbox(no_bwrap, tmp_path):
     from deployments.backends.base import BackendError
-    from deployments.backends.local import LocalBackend
+    from targets.local.backend import LocalBackend
 
     backend = LocalBackend(tmp_path / "local", require_sandbox=True)
     spec = _spec(tmp_path, "refused")
@@ -404,7 +404,7 @@ def test_production_refuses_to_deploy_locally_without_the_sandbox(no_bwrap, tmp_
 
 @pytest.mark.slow
 def test_development_runs_replicas_unsandboxed_without_bubblewrap_and_says_so(no_bwrap, tmp_path):
-    from deployments.backends.local import LocalBackend
+    from targets.local.backend import LocalBackend
 
     backend = LocalBackend(tmp_path / "local", require_sandbox=False)
     spec = _spec(tmp_path, "unsandboxed")

@@ -39,7 +39,6 @@ from .steps import (
     operation_log,
     operation_start,
 )
-from .workspaces import workspace_test_step
 
 __all__ = [
     "HANDLERS",
@@ -47,6 +46,7 @@ __all__ = [
     "operation_advance",
     "operation_by_idempotency_key",
     "operation_dispatch",
+    "operation_handler_register",
     "operation_log",
     "operation_start",
     "operation_transition",
@@ -153,8 +153,12 @@ HANDLERS: dict[str, Callable[[Operation], float | None]] = {
     OperationKind.SERVICE_DELETE: service_delete_step,
     OperationKind.SERVICE_KEY_REGENERATE: service_key_regenerate_step,
     OperationKind.SERVICE_LOGS: service_logs_step,
-    OperationKind.WORKSPACE_TEST: workspace_test_step,
 }
+
+
+def operation_handler_register(kind: str, step: Callable[[Operation], float | None]) -> None:
+    """A target's own operation kinds (Azure's connection test) join the engine from its AppConfig.ready."""
+    HANDLERS[kind] = step
 
 
 def operations_reclaim_lost() -> list[int]:

@@ -11,7 +11,7 @@ from deployments.environments import default_entry_script, default_environment_y
 from deployments.models import AuditEvent, Deployment, Operation, OperationKind
 from deployments.services import Refused, deployment_create
 from deployments.services.deployments import deployment_update
-from tests.azure.conftest import CPU_SIZE, lines_of, provision, run_inline, unique
+from tests.targets.azureml.conftest import CPU_SIZE, lines_of, provision, run_inline, unique
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 

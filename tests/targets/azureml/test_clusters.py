@@ -12,8 +12,8 @@ from deployments.models import AuditEvent, Cluster, Operation
 from deployments.services import cluster_create, cluster_delete
 from deployments.services.specs import backend_for, cluster_spec
 from deployments.states import ProvisioningState
-from tests.azure.conftest import CPU_SIZE, GPU_SIZE, lines_of, run_inline, unique
 from tests.azure_emulator import AzureEmulator
+from tests.targets.azureml.conftest import CPU_SIZE, GPU_SIZE, lines_of, run_inline, unique
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
@@ -234,7 +234,7 @@ def test_an_existing_aks_cluster_is_attached_then_detached_not_deleted(
 
 
 def test_a_cpu_cluster_reports_no_gpu(deployer, workspace) -> None:
-    from tests.azure.conftest import provision
+    from tests.targets.azureml.conftest import provision
 
     cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ..base import WorkspaceSpec
+from deployments.backends.base import WorkspaceSpec
+
 from .errors import _azure
 
 _WORKSPACES: dict[WorkspaceSpec, Any] = {}

@@ -11,21 +11,22 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import admin_required, deployer_required
-from deployments import selectors, selectors_azure
+from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.forms import ConfirmForm
-from deployments.forms_azure import (
+from deployments.models import Backend, Deployment, Workspace
+from deployments.services import Refused, cluster_create
+from deployments.services.deployments import deployment_key_regenerate
+from targets.azureml import selectors as azure_selectors
+from targets.azureml.forms import (
     AzureClusterForm,
     AzureKeyForm,
     AzureLogsForm,
     WorkspaceForm,
     WorkspaceSecretForm,
 )
-from deployments.models import Backend, Deployment, Workspace
-from deployments.services import Refused, cluster_create
-from deployments.services.azure_sync import azure_sync_request
-from deployments.services.deployments import deployment_key_regenerate
-from deployments.services.workspaces import (
+from targets.azureml.services.sync import azure_sync_request
+from targets.azureml.services.workspaces import (
     deployment_azure_logs_fetch,
     workspace_create,
     workspace_secret_set,
@@ -37,14 +38,14 @@ from deployments.services.workspaces import (
 
 @require_GET
 def workspace_list(request: HttpRequest) -> HttpResponse:
-    findings = list(selectors_azure.external_resources_open())
+    findings = list(azure_selectors.external_resources_open())
     return render(
         request,
         "azure/workspace_list.html",
         {
-            "workspaces": selectors_azure.workspaces_overview(),
+            "workspaces": azure_selectors.workspaces_overview(),
             "findings": findings,
-            "unmanaged_per_hour": selectors_azure.unmanaged_cost_per_hour(findings),
+            "unmanaged_per_hour": azure_selectors.unmanaged_cost_per_hour(findings),
         },
     )
 
@@ -65,17 +66,17 @@ def workspace_new(request: HttpRequest) -> HttpResponse:
 @require_GET
 def workspace_detail(request: HttpRequest, pk: int) -> HttpResponse:
     workspace = get_object_or_404(Workspace.objects.select_related("created_by"), pk=pk)
-    findings = list(selectors_azure.external_resources_open(workspace))
+    findings = list(azure_selectors.external_resources_open(workspace))
     return render(
         request,
         "azure/workspace_detail.html",
         {
             "workspace": workspace,
-            "clusters": selectors_azure.workspace_clusters(workspace),
-            "operations": selectors_azure.workspace_operations(workspace),
+            "clusters": azure_selectors.workspace_clusters(workspace),
+            "operations": azure_selectors.workspace_operations(workspace),
             "findings": findings,
-            "resolved": selectors_azure.external_resources_resolved(workspace),
-            "unmanaged_per_hour": selectors_azure.unmanaged_cost_per_hour(findings),
+            "resolved": azure_selectors.external_resources_resolved(workspace),
+            "unmanaged_per_hour": azure_selectors.unmanaged_cost_per_hour(findings),
             "audit": selectors.audit_for("workspace", workspace.pk),
             "test_form": ConfirmForm(),
         },
@@ -176,7 +177,7 @@ def _azure_deployment(pk: int) -> Deployment:
 @require_GET
 def azure_deployment(request: HttpRequest, pk: int) -> HttpResponse:
     deployment = _azure_deployment(pk)
-    logs = selectors_azure.deployment_latest_logs(deployment)
+    logs = azure_selectors.deployment_latest_logs(deployment)
     return render(
         request,
         "azure/deployment_azure.html",
@@ -184,7 +185,7 @@ def azure_deployment(request: HttpRequest, pk: int) -> HttpResponse:
             "deployment": deployment,
             "primary_key_masked": mask(decrypt(deployment.primary_key_encrypted)),
             "secondary_key_masked": mask(decrypt(deployment.secondary_key_encrypted)),
-            "operations": selectors_azure.deployment_azure_operations(deployment),
+            "operations": azure_selectors.deployment_azure_operations(deployment),
             "logs": logs,
             "log_lines": logs.lines.all()[:2000] if logs else [],
         },

@@ -8,16 +8,13 @@ from django.db import transaction
 
 from deployments.backends.base import BackendError
 from deployments.models import Operation, Workspace
-
-from ..specs import workspace_spec
-from .steps import operation_log, succeed, workspace_checked
+from deployments.services.operations.steps import operation_log, succeed, workspace_checked
+from deployments.services.specs import workspace_spec
+from targets.azureml import v1 as azureml
+from targets.azureml.services.workspaces import connection_problem
 
 
 def workspace_test_step(operation: Operation) -> float | None:
-    from deployments.backends import azureml  # cheap: the module imports the SDK only when it calls it
-
-    from ..workspaces import connection_problem
-
     workspace = operation.workspace
     operation_log(
         operation,

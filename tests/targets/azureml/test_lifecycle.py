@@ -16,8 +16,8 @@ from deployments.models import AuditEvent, Cluster, Deployment, Operation, Opera
 from deployments.services import cluster_create
 from deployments.services.deployments import deployment_update
 from deployments.states import ProvisioningState, ServiceState
-from tests.azure.conftest import GPU_SIZE, lines_of, unique
 from tests.conftest import wait_for
+from tests.targets.azureml.conftest import GPU_SIZE, lines_of, unique
 
 pytestmark = [
     pytest.mark.slow,

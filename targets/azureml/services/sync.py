@@ -25,11 +25,11 @@ from django.utils import timezone
 
 from deployments.backends.base import BackendError
 from deployments.models import Backend, Cluster, Deployment, ExternalResource, Operation, Workspace
+from deployments.services.audit import audit_record
+from deployments.services.specs import workspace_spec
 from deployments.states import ACTIVE_OPERATION_STATES, LIVE_SERVICE_STATES, ProvisioningState, ServiceState
 from deployments.tasks import SYNC_AZURE, SYNC_AZURE_WORKSPACE, task_send
-
-from .audit import audit_record
-from .specs import workspace_spec
+from targets.azureml.v1 import list_resources  # cheap: the SDK is imported only when it runs
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,6 @@ def azure_sync_all() -> list[int]:
 
 def azure_sync_workspace(*, workspace_id: int) -> SyncResult:
     """List one workspace's compute targets and web services and record what Lynx does not account for."""
-    from deployments.backends.azureml import list_resources  # the SDK itself is imported only when it runs
-
     workspace = Workspace.objects.get(pk=workspace_id)
     result = SyncResult(workspace=workspace.name)
     started = timezone.now()

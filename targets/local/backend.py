@@ -18,10 +18,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from deployments.crypto import new_key
-from scoring import control, sandbox
+from django.conf import settings
 
-from .base import (
+from deployments.backends.base import (
+    Backend,
     BackendError,
     ClusterObservation,
     ClusterSpec,
@@ -30,6 +30,8 @@ from .base import (
     ServiceObservation,
     ServiceSpec,
 )
+from deployments.crypto import new_key
+from scoring import control, sandbox
 
 # How long a freshly spawned supervisor may take to take its lock and write its first status.
 SPAWN_GRACE_SECONDS = 30
@@ -63,16 +65,12 @@ class LocalBackend:
         """Where the front proxy listens and the host its scoring URI names: the web process POSTs test
         images there, from another container in compose (settings.LYNX_LOCAL_BIND_HOST, _PUBLIC_HOST)."""
         # Must be imported here: the backend itself needs no Django, only this default does.
-        from django.conf import settings
-
         return settings.LYNX_LOCAL_BIND_HOST, settings.LYNX_LOCAL_PUBLIC_HOST
 
     @property
     def require_sandbox(self) -> bool:
         if self._require_sandbox is None:
             # Must be imported here: the backend itself needs no Django, only this default does.
-            from django.conf import settings
-
             return bool(getattr(settings, "PRODUCTION", False))
         return self._require_sandbox
 
@@ -337,3 +335,8 @@ def _pid_alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return True
+
+
+def make_backend(cluster: ClusterSpec) -> Backend:
+    """Every local cluster is this machine: one state directory for all its deployments."""
+    return LocalBackend(settings.LYNX_LOCAL_DIR)

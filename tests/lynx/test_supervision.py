@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from dashboard import supervision
+from lynx import supervision
 from lynx.supervision import Child, keep_running
 
 

@@ -2,7 +2,7 @@
 
 The SDK reads its cloud definition once, when azureml is first imported, so the emulator is started (and its
 environment set) while pytest loads this file, before anything imports azureml. The environment is the
-process's from then on (as tests/backends does too), and Celery workers started by a test inherit it through
+process's from then on, and Celery workers started by a test inherit it through
 tests.conftest.worker_env(). It only points Azure's hosts at the emulator: NO_PROXY keeps 127.0.0.1 and
 localhost (live servers, local replicas, chromium's pages) off the proxy
 (test_emulator_env_is_harmless_to_local_addresses checks that).
@@ -56,7 +56,7 @@ def lines_of(operation) -> list[str]:
 @pytest.fixture
 def workspace(admin_user, azure_emulator):
     """The emulator's workspace, connected by an admin and tested."""
-    from deployments.services.workspaces import workspace_create
+    from targets.azureml.services.workspaces import workspace_create
 
     emu = azure_emulator
     operation = workspace_create(

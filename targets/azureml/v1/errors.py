@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..base import BackendError
+from deployments.backends.base import BackendError
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 530})
 # The SDK sometimes rewraps a network failure in its own exception, keeping only the words.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..base import WorkspaceSpec
+from deployments.backends.base import WorkspaceSpec
+
 from .services import ServiceOperations
 
 

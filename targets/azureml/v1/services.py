@@ -9,9 +9,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from deployments.backends.base import (
+    BackendError,
+    KeyName,
+    ReplicaObservation,
+    ServiceObservation,
+    ServiceSpec,
+)
 from deployments.vm_sizes import vm_size_info
 
-from ..base import BackendError, KeyName, ReplicaObservation, ServiceObservation, ServiceSpec
 from .clusters import ClusterOperations
 from .errors import _azure, _format_error, _not_found
 

@@ -18,10 +18,10 @@ from typing import TypeVar
 import pytest
 import requests
 
-from deployments.backends import azureml as azureml_backend
-from deployments.backends.azureml import AzureMLBackend
 from deployments.backends.base import BackendError, ClusterSpec, ServiceSpec, WorkspaceSpec
 from deployments.vm_sizes import gpu_sizes, retirement_notice, validate_aks_cluster, vm_size_info
+from targets.azureml import v1 as azureml_backend
+from targets.azureml.v1 import AzureMLBackend
 from tests.azure_emulator import AzureEmulator
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # the SDK's vendored ruamel
@@ -429,7 +429,7 @@ def test_list_resources_sees_what_was_created_behind_lynxs_back(azure_emulator: 
 
 def test_importing_the_backend_imports_neither_the_sdk_nor_tensorflow() -> None:
     code = (
-        "import sys, deployments.backends.azureml; "
+        "import sys, targets.azureml.v1; "
         "print(any(m == 'tensorflow' or m.startswith('azureml.core') for m in sys.modules))"
     )
     out = subprocess.run(

@@ -8,8 +8,8 @@ import pytest
 
 from deployments.crypto import decrypt
 from deployments.models import AuditEvent, Cluster, Workspace
-from tests.azure.conftest import GPU_SIZE, unique
 from tests.conftest import wait_for_operation
+from tests.targets.azureml.conftest import GPU_SIZE, unique
 
 pytestmark = [
     pytest.mark.browser,

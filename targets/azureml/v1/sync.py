@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import WorkspaceSpec
+from deployments.backends.base import WorkspaceSpec
+
 from .errors import _azure, _format_error, _format_errors
 from .workspace import _workspace
 

@@ -15,10 +15,9 @@ from django.db import IntegrityError, transaction
 
 from deployments.crypto import encrypt
 from deployments.models import Deployment, Operation, OperationKind, Workspace
+from deployments.services.audit import audit_record
+from deployments.services.operations import Refused, operation_by_idempotency_key, operation_start
 from deployments.states import ACTIVE_OPERATION_STATES, ServiceState
-
-from .audit import audit_record
-from .operations import Refused, operation_by_idempotency_key, operation_start
 
 KEY_NAMES = ("Primary", "Secondary")
 LOG_LINES = 200

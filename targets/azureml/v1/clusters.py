@@ -6,9 +6,9 @@ import datetime as dt
 import math
 from typing import Any
 
+from deployments.backends.base import BackendError, ClusterObservation, ClusterSpec, WorkspaceSpec
 from deployments.vm_sizes import validate_aks_cluster, vm_size_info
 
-from ..base import BackendError, ClusterObservation, ClusterSpec, WorkspaceSpec
 from .errors import _azure, _format_errors, _not_found
 from .workspace import _workspace
 

@@ -8,8 +8,8 @@ import pytest
 from django.urls import reverse
 
 from deployments.models import AuditEvent, ExternalResource
-from deployments.services.azure_sync import azure_sync_workspace
-from tests.azure.conftest import provision, unique
+from targets.azureml.services.sync import azure_sync_workspace
+from tests.targets.azureml.conftest import provision, unique
 from workers.schedule import beat_schedule
 from workers.tasks import sync_azure_workspace
 
@@ -118,8 +118,8 @@ def test_the_sync_is_on_the_beat_schedule() -> None:
 
 
 def test_unmanaged_cost_uses_the_price_table(admin_user, workspace, clean_emulator) -> None:
-    from deployments.selectors_azure import external_resources_open, unmanaged_cost_per_hour
     from deployments.services.costs import vm_price_create
+    from targets.azureml.selectors import external_resources_open, unmanaged_cost_per_hour
 
     vm_price_create(
         user=admin_user, vm_size="Standard_NC8as_T4_v3", price_per_hour=Decimal("1.0"), gpu_count=1

@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from deployments.crypto import decrypt
 from deployments.models import AuditEvent, Operation, OperationKind, Workspace
-from tests.azure.conftest import lines_of, run_inline, unique
 from tests.azure_emulator import AzureEmulator
+from tests.targets.azureml.conftest import lines_of, run_inline, unique
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
