@@ -11,15 +11,8 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from accounts.roles import ROLES
+from deployments.costs import Priced, PriceSchedule, cluster_price, daily_costs, last_days, price_key
 from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, VmPrice, VmPriceChange
-from deployments.services.costs import (
-    Priced,
-    PriceSchedule,
-    cluster_price,
-    daily_costs,
-    last_days,
-    price_key,
-)
 from deployments.states import ProvisioningState, ServiceState
 
 

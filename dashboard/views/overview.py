@@ -16,8 +16,8 @@ from accounts.roles import deployer_required
 from dashboard.charts import cost_per_day_chart
 from dashboard.forms import ExtendForm
 from deployments import selectors
+from deployments.costs import Priced, price_key
 from deployments.models import Cluster, VmPrice
-from deployments.services.costs import Priced, price_key
 from deployments.services.expiry import (
     ExpiryStatus,
     cluster_expiry_cancel,

@@ -10,9 +10,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import admin_required
 from dashboard.forms import NewPriceForm, PriceForm
+from deployments.costs import LOCAL_PRICE_ROW
 from deployments.models import VmPrice
-from deployments.services.costs import LOCAL_PRICE_ROW, vm_price_create, vm_price_set
 from deployments.services.operations import Refused
+from deployments.services.prices import vm_price_create, vm_price_set
 
 
 def _render(request: HttpRequest, new_form: NewPriceForm, status: int = 200) -> HttpResponse:

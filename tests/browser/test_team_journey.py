@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 
 from deployments.models import AuditEvent, Deployment, VmPrice
-from deployments.services.costs import vm_price_set, vm_prices_seed
+from deployments.services.prices import vm_price_set, vm_prices_seed
 from deployments.states import ServiceState
 from tests.conftest import digit_images, wait_for_operation
 

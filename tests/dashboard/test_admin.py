@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from deployments.crypto import encrypt
 from deployments.models import Cluster, Deployment, ExternalResource, VmPrice, Workspace
-from deployments.services.costs import vm_prices_seed
+from deployments.services.prices import vm_prices_seed
 from tests.deployments.factories import ready_cluster, start_deployment
 
 pytestmark = pytest.mark.django_db

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from deployments.crypto import encrypt
 from deployments.models import AuditEvent, Backend, Cluster, Deployment, VmPrice, VmPriceChange, Workspace
-from deployments.services.costs import vm_price_set, vm_prices_seed
+from deployments.services.prices import vm_price_set, vm_prices_seed
 from deployments.states import ProvisioningState
 from tests.deployments.factories import ready_cluster, start_deployment
 

@@ -17,8 +17,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from deployments.crypto import encrypt
 from deployments.environments import default_entry_script, default_environment_yaml
 from deployments.models import Cluster, Deployment, RegisteredModel, ScoringRun, VmPrice, Workspace
-from deployments.services.costs import vm_prices_seed
 from deployments.services.deployments import deployment_create
+from deployments.services.prices import vm_prices_seed
 from tests.deployments.factories import ready_cluster
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from accounts.roles import role_of, teams_of_user
 from deployments.models import AuditEvent, VmPrice
-from deployments.services.costs import vm_prices_seed
+from deployments.services.prices import vm_prices_seed
 
 pytestmark = pytest.mark.django_db
 

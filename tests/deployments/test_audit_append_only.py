@@ -24,10 +24,10 @@ from django.utils import timezone
 
 from dashboard.people import user_role_set, user_team_set
 from deployments.models import AuditEvent, Cluster, OperationKind, VmPrice
-from deployments.services.costs import vm_price_set, vm_prices_seed
 from deployments.services.deployments import deployment_delete
 from deployments.services.expiry import cluster_expiry_cancel, cluster_expiry_extend, clusters_expiry_check
 from deployments.services.operations import operation_transition
+from deployments.services.prices import vm_price_set, vm_prices_seed
 from deployments.services.transitions import cluster_transition, deployment_transition
 from deployments.states import OperationState, ProvisioningState, ServiceState
 from tests.deployments.factories import ready_cluster, start_deployment

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deployments import selectors
+from deployments.costs import PriceSchedule, cluster_price, daily_costs, last_days
 from deployments.models import (
     PRICE_HISTORY_START,
     AuditEvent,
@@ -21,16 +22,8 @@ from deployments.models import (
     VmPrice,
     VmPriceChange,
 )
-from deployments.services.costs import (
-    PriceSchedule,
-    cluster_price,
-    daily_costs,
-    last_days,
-    vm_price_create,
-    vm_price_set,
-    vm_prices_seed,
-)
 from deployments.services.operations import Refused
+from deployments.services.prices import vm_price_create, vm_price_set, vm_prices_seed
 from deployments.states import ProvisioningState
 from deployments.vm_sizes import CPU_SIZES, GPU_SIZES
 

@@ -118,7 +118,7 @@ def test_the_sync_is_on_the_beat_schedule() -> None:
 
 
 def test_unmanaged_cost_uses_the_price_table(admin_user, workspace, clean_emulator) -> None:
-    from deployments.services.costs import vm_price_create
+    from deployments.services.prices import vm_price_create
     from targets.azureml.selectors import external_resources_open, unmanaged_cost_per_hour
 
     vm_price_create(
