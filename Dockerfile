@@ -7,9 +7,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./
-# The lock also pins the test tools (pyproject's dev extra); the production image leaves them out.
-RUN grep -v -E '^(pytest|pytest-django|playwright|ruff)==' requirements.lock > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt && rm /tmp/requirements.txt
+# The running set only, hashed: the test and lint tools are in requirements-dev.lock, not here.
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY . .
 RUN pip install --no-cache-dir --no-deps -e . && LYNX_VAR_DIR=/tmp/static python manage.py collectstatic --noinput
 # Lynx runs as its own user; its state volume (LYNX_VAR_DIR) starts out owned by it and private (0700).

@@ -8,12 +8,13 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# Pinned: requirements.lock holds every package, direct and transitive, at one exact version.
-$(STAMP): pyproject.toml requirements.lock
+# Pinned and hashed: requirements.lock is what runs (the production image installs it), requirements-dev.lock
+# the same versions plus the test and lint tools (this venv). `make lock` regenerates both from pyproject.toml.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Lynx needs Python 3.11 (azureml-core supports up to 3.11)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==25.3"
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -33,11 +34,13 @@ test-embedded: install
 bench: install
 	LYNX_VAR_DIR=$(CURDIR)/var/bench $(PY) -m bench $(BENCH_ARGS)
 
-# ruff, then the layering (import-linter: pyproject.toml's [tool.importlinter] contracts).
+# ruff, the layering (import-linter: pyproject.toml's [tool.importlinter] contracts), and that every
+# import is declared and every declared package used (deptry).
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	DJANGO_SETTINGS_MODULE=lynx.settings $(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/deptry .
 
 # PostgreSQL only: the login role web, worker and beat should connect as, which can insert and read audit rows
 # but neither change them nor drop the append-only trigger. Run as the tables' owner, after every migrate:
@@ -47,8 +50,13 @@ APP_ROLE ?= lynx_app
 db-roles: install
 	$(PY) manage.py lynx_db_roles $(APP_ROLE) --password-env LYNX_APP_PASSWORD
 
+# pip-tools runs from its own throwaway venv, so it is pinned by neither lock.
+LOCK_VENV := var/lock-venv
+COMPILE   := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 lock:
-	$(PY) -m pip freeze --exclude-editable | grep -v '^lynx' > requirements.lock
+	test -x $(LOCK_VENV)/bin/pip-compile || ($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools==7.6.2)
+	$(COMPILE) -o requirements.lock pyproject.toml
+	$(COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf var/test var/test-embedded var/bench

@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
+from dotenv import dotenv_values
+
 from lynx.process_args import (
     celery_beat_argv,
     celery_worker_argv,
@@ -22,6 +25,7 @@ from lynx.process_args import (
     gunicorn_argv,
 )
 from lynx.supervision import Child, keep_running, say
+from scoring import control
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -68,9 +72,20 @@ def sandbox_banner(*, production: bool = False) -> str:
     return f"WARNING: {sandbox.unsandboxed_note(available)}\n"
 
 
+def env_file_read(path: Path) -> list[str]:
+    """Put a `.env` file's settings (as .env.example shows) into this process's environment, which every
+    child inherits. A variable already set wins over the file. Returns the names it set."""
+    if not path.is_file():
+        return []
+    values = {name: value for name, value in dotenv_values(path).items() if value is not None}
+    loaded = [name for name in values if name not in os.environ]
+    for name in loaded:
+        os.environ[name] = values[name]
+    return loaded
+
+
 def main() -> int:
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="lynx.settings", PYTHONUNBUFFERED="1")
-    from django.conf import settings
 
     var_dir: Path = settings.VAR_DIR
     host, port = env.get("LYNX_HOST", "127.0.0.1"), env.get("LYNX_PORT", "8000")
@@ -109,8 +124,6 @@ def main() -> int:
     finally:
         for child in reversed(children):
             child.stop()
-        from scoring import control
-
         stopped = control.stop_all(settings.LYNX_LOCAL_DIR)
         if stopped:
             print(f"lynx: stopped {stopped} local deployment(s); the next run brings them back", flush=True)
@@ -123,6 +136,8 @@ def main() -> int:
 if __name__ == "__main__":
     import django
 
+    if names := env_file_read(BASE_DIR / ".env"):  # before Django reads its settings from the environment
+        print(f"lynx: read {', '.join(sorted(names))} from .env", flush=True)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lynx.settings")
     django.setup()
     sys.exit(main())

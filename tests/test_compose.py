@@ -123,13 +123,26 @@ def test_compose_runs_the_same_gunicorn_as_make_run():
     assert command == ["python", *expected[1:]]
 
 
-def test_the_image_leaves_out_the_test_tools():
+def _locked(path: Path) -> set[str]:
+    return {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==\S+ \\$", path.read_text(), re.M)}
+
+
+def test_the_image_installs_the_running_lock_without_the_test_tools():
     dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"pip install [^\n]*--require-hashes -r requirements\.lock", dockerfile)
+    assert "-r requirements-dev.lock" not in dockerfile
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
-    excluded = re.search(r"grep -v -E? ?'\^\(([^)]+)\)==", dockerfile)
-    assert excluded, "the Dockerfile installs requirements.lock unfiltered"
-    names = set(excluded.group(1).split("|"))
-    assert {requirement.split("==")[0] for requirement in dev} <= names
+    tools = {requirement.split("==")[0].lower() for requirement in dev}
+    running, developing = _locked(ROOT / "requirements.lock"), _locked(ROOT / "requirements-dev.lock")
+    assert tools and not tools & running and tools <= developing
+    assert running < developing  # the dev lock is the running set plus the tools
+    for lock in ("requirements.lock", "requirements-dev.lock"):
+        text = (ROOT / lock).read_text()
+        pins = re.findall(r"^\S+==\S+ \\\n(\s+--hash=sha256:[0-9a-f]{64})?", text, re.M)
+        assert pins and all(pins), f"{lock}: every pin carries its hashes (pip install --require-hashes)"
+        assert not re.search(r"^--(extra-)?index-url|^--find-links", text, re.M), (
+            f"{lock} names this machine's index"
+        )
     assert re.search(r"^USER\s+lynx", dockerfile, re.M), "the image runs as root"
 
 
