@@ -10,6 +10,48 @@ from deployments.models import AuditEvent
 
 SYSTEM = "system"
 
+# Every action Lynx records, declared once: audit_record refuses any other, and the audit page's filter
+# offers these (and their families, the part before the dot).
+AUDIT_ACTIONS: dict[str, str] = {
+    "cluster.create": "a cluster was asked for",
+    "cluster.delete": "a cluster's deletion was asked for",
+    "cluster.state": "a cluster changed state",
+    "cluster.expiry_warning": "a cluster's owner was warned before it expires or goes idle",
+    "cluster.expiry_extend": "a cluster's expiry was extended",
+    "cluster.expiry_cancel": "a cluster's expiry was cancelled",
+    "deployment.create": "a deployment was asked for",
+    "deployment.update": "a deployment's configuration was changed",
+    "deployment.rollback": "a deployment went back to an earlier revision",
+    "deployment.delete": "a deployment's deletion was asked for",
+    "deployment.state": "a deployment changed state",
+    "deployment.restart": "a deployment's replicas were restarted (by Lynx or the target)",
+    "deployment.test_score": "an image was scored from the test page",
+    "deployment.key_reveal": "a scoring key was shown in full",
+    "deployment.key_regenerate": "a scoring key was replaced",
+    "model.register": "a model version was registered",
+    "operation.succeeded": "an operation succeeded",
+    "operation.failed": "an operation failed",
+    "price.create": "a VM size was priced",
+    "price.update": "a VM size's price changed",
+    "price.seed": "the price table was filled from Azure's sizes",
+    "user.create": "a person was added",
+    "user.role": "a person's role changed",
+    "user.team": "a person's team changed",
+    "workspace.create": "an Azure workspace was connected",
+    "workspace.secret": "a workspace's client secret was replaced",
+    "workspace.test_requested": "a workspace's connection test was asked for",
+    "workspace.test": "a workspace's connection was tested",
+    "azure.unmanaged": "the sync found a resource in Azure that Lynx does not manage",
+    "azure.unmanaged_resolved": "a resource in Azure that Lynx did not manage is gone or accounted for",
+    "azure.missing": "the sync found a resource Lynx manages missing from Azure",
+    "azure.missing_resolved": "a resource missing from Azure is back",
+}
+
+
+def audit_families() -> list[str]:
+    """The part before the dot of every action, in order of first appearance: the filter's broad choices."""
+    return list(dict.fromkeys(action.split(".")[0] for action in AUDIT_ACTIONS))
+
 
 def actor_name(user: AbstractBaseUser | None) -> str:
     return user.get_username() if user is not None and user.is_authenticated else SYSTEM
@@ -25,6 +67,8 @@ def audit_record(
     message: str = "",
 ) -> AuditEvent:
     """Append one audit event. Call it inside the transaction that makes the change it records."""
+    if action not in AUDIT_ACTIONS:
+        raise ValueError(f"audit action {action!r} is not declared in AUDIT_ACTIONS")
     return AuditEvent.objects.create(
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_name=actor_name(actor),
