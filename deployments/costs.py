@@ -72,9 +72,9 @@ class Priced:
     per_hour_now: Decimal | None
 
 
-def price_key(*, is_local: bool, vm_size: str) -> str:
+def price_key(*, priced_by_size: bool, vm_size: str) -> str:
     """The price-table row a cluster is billed by (sizes are case-insensitive, as in Azure)."""
-    return LOCAL_PRICE_ROW if is_local else (vm_size or "").strip().lower()
+    return (vm_size or "").strip().lower() if priced_by_size else LOCAL_PRICE_ROW
 
 
 def hours_between(start: datetime, end: datetime) -> Decimal:

@@ -9,6 +9,7 @@ from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.utils import timezone
 
+from deployments.backends import target_traits
 from deployments.entry_scripts import check_entry_script
 from deployments.environments import check_environment, default_entry_script, default_environment_yaml
 from deployments.model_archives import LABELS_MAX_BYTES
@@ -216,7 +217,7 @@ class ServiceConfigForm(IdempotentForm):
                 self.add_error(
                     "autoscale_min_replicas", f"Autoscale minimum ({low}) is above the maximum ({high})."
                 )
-            if cluster is not None and cluster.is_local:
+            if cluster is not None and not target_traits(cluster.backend).autoscale:
                 self.add_error(
                     "autoscale_enabled",
                     "The local target runs a fixed number of replicas: switch autoscale off.",

@@ -11,8 +11,9 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from accounts.roles import ROLES
+from deployments.backends import target_traits
 from deployments.costs import Priced, PriceSchedule, cluster_price, daily_costs, last_days, price_key
-from deployments.models import AuditEvent, Backend, Cluster, Deployment, Operation, VmPrice, VmPriceChange
+from deployments.models import AuditEvent, Cluster, Deployment, Operation, VmPrice, VmPriceChange
 from deployments.states import ProvisioningState, ServiceState
 
 
@@ -152,10 +153,10 @@ def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary
     per_day = {day: Decimal(0) for day in window}
     unpriced: set[str] = set()
     for row in rows:
-        is_local = row["backend"] == Backend.LOCAL
-        schedule = prices.get(price_key(is_local=is_local, vm_size=row["vm_size"])) or PriceSchedule.flat(
-            Decimal(0) if is_local else None
-        )
+        by_size = target_traits(row["backend"]).priced_by_size
+        schedule = prices.get(
+            price_key(priced_by_size=by_size, vm_size=row["vm_size"])
+        ) or PriceSchedule.flat(None if by_size else Decimal(0))
         priced = cluster_price(
             created_at=row["created_at"],
             deleted_at=row["deleted_at"],

@@ -21,13 +21,13 @@ def advance_operation(operation_id: int) -> None:
 @app.task(acks_late=True, ignore_result=True)
 def reconcile() -> dict[str, int]:
     """Periodic: reclaim lost operation steps; Azure services: mark them Unhealthy/Healthy, restart them."""
-    return services_reconcile("azure")
+    return services_reconcile("elsewhere")
 
 
 @app.task(acks_late=True, ignore_result=True)
 def reconcile_local() -> dict[str, int]:
     """Periodic, every 2 s: reclaim lost operation steps; the same as `reconcile` for local services only."""
-    return services_reconcile("local")
+    return services_reconcile("here")
 
 
 @app.task(acks_late=True, ignore_result=True)

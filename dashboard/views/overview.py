@@ -16,6 +16,7 @@ from accounts.roles import deployer_required
 from dashboard.charts import cost_per_day_chart
 from dashboard.forms import ExtendForm
 from deployments import selectors
+from deployments.backends import target_traits
 from deployments.costs import Priced, price_key
 from deployments.models import Cluster, VmPrice
 from deployments.services.expiry import (
@@ -50,7 +51,8 @@ def _cluster_rows(
     rows = []
     for cluster in clusters:
         # Until the target reports its GPUs (while Creating), the price table says what the size has.
-        size = prices.get(price_key(is_local=cluster.is_local, vm_size=cluster.vm_size))
+        by_size = target_traits(cluster.backend).priced_by_size
+        size = prices.get(price_key(priced_by_size=by_size, vm_size=cluster.vm_size))
         per_node = cluster.gpu_count or (size.gpu_count if size is not None else 0)
         kind = cluster.gpu_kind or (size.gpu_kind if size is not None else "")
         activity = last_activity_of(cluster)

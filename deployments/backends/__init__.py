@@ -13,17 +13,31 @@ from functools import cache
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from .base import Backend, ClusterSpec
+from .base import Backend, ClusterSpec, TargetTraits
+
+
+def _package(kind: str) -> str:
+    try:
+        return settings.LYNX_TARGETS[kind]
+    except KeyError:
+        known = sorted(settings.LYNX_TARGETS)
+        raise ValueError(f"unknown target {kind!r}: settings.LYNX_TARGETS has {known}") from None
 
 
 @cache
 def backend_factory(kind: str) -> Callable[[ClusterSpec], Backend]:
-    try:
-        package = settings.LYNX_TARGETS[kind]
-    except KeyError:
-        known = sorted(settings.LYNX_TARGETS)
-        raise ValueError(f"unknown target {kind!r}: settings.LYNX_TARGETS has {known}") from None
-    return import_string(f"{package}.backend.make_backend")
+    return import_string(f"{_package(kind)}.backend.make_backend")
+
+
+@cache
+def target_traits(kind: str) -> TargetTraits:
+    """What the target `kind` does its own way (no backend made, no SDK called)."""
+    return import_string(f"{_package(kind)}.backend.TRAITS")
+
+
+def targets_on_this_host() -> list[str]:
+    """The targets whose work only the local queue's host can do."""
+    return [kind for kind in settings.LYNX_TARGETS if target_traits(kind).on_this_host]
 
 
 def backend_make(kind: str, cluster: ClusterSpec) -> Backend:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 KeyName = Literal["Primary", "Secondary"]
 
@@ -114,6 +114,25 @@ class ServiceObservation:
     events: tuple[dict, ...] = ()
 
 
+@dataclass(frozen=True)
+class TargetTraits:
+    """What differs between targets, declared by each (`TRAITS` in targets/<name>/backend.py), so the domain
+    asks the target instead of branching on its name."""
+
+    poll_factor: int  # observe every poll_factor × LYNX_POLL_SECONDS: a cloud call is slow and costs quota
+    makes_keys: bool  # the target makes a service's scoring keys (read once Healthy); else Lynx, at creation
+    reserves_port: bool  # Lynx reserves the scoring port at creation, so the scoring URI never changes
+    on_this_host: bool  # its work goes to the local queue: only the host that runs it can do it
+    priced_by_size: bool  # a cluster costs its VM size's price; else the price table's `local` row
+    logs_on_page: (
+        bool  # the deployment page reads the logs itself (files here); else an operation fetches them
+    )
+    autoscale: bool  # it can scale replicas by load
+    gpus_per_node: bool  # a cluster has nodes, and a GPU count is per node
+    removes_failed_clusters: bool  # what failed to provision may still bill: the step removes it
+    missing_is_final: bool  # a service missing from the target was deleted behind Lynx's back: no restart
+
+
 class Backend(Protocol):
     """Provision/delete clusters; deploy/update/delete services; observe; logs; keys.
 
@@ -126,6 +145,9 @@ class Backend(Protocol):
     def provision_cluster(self, cluster: ClusterSpec) -> None: ...
     def observe_cluster(self, cluster: ClusterSpec) -> ClusterObservation: ...
     def delete_cluster(self, cluster: ClusterSpec) -> None: ...
+    def cluster_facts(self, cluster: ClusterSpec, observed: ClusterObservation) -> dict[str, Any]:
+        """What a Succeeded cluster's row records (gpu_count, gpu_kind; for an attached one what it found)."""
+        ...
 
     def deploy_service(self, spec: ServiceSpec) -> None: ...
     def update_service(self, spec: ServiceSpec) -> None: ...

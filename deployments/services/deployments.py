@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from deployments.backends import target_traits
 from deployments.backends.base import KeyName
 from deployments.crypto import decrypt, encrypt, new_key
 from deployments.models import (
@@ -170,6 +171,7 @@ def _deployment_create(
             raise Refused(
                 f"{cluster.name} has no GPU: switch the GPU off, or choose a cluster with GPU nodes."
             )
+        traits = target_traits(cluster.backend)
         deployment = Deployment.objects.create(
             name=name,
             cluster=cluster,
@@ -177,10 +179,10 @@ def _deployment_create(
             entry_script=entry_script,
             environment_yaml=environment_yaml,
             owner=user,
-            # The local target's keys are Lynx's to make; Azure makes its own and we fetch them.
-            primary_key_encrypted=encrypt(new_key()) if cluster.is_local else "",
-            secondary_key_encrypted=encrypt(new_key()) if cluster.is_local else "",
-            local_port=local_port_reserve() if cluster.is_local else None,
+            # A target that makes no keys of its own gets Lynx's, and one that serves here a fixed port.
+            primary_key_encrypted="" if traits.makes_keys else encrypt(new_key()),
+            secondary_key_encrypted="" if traits.makes_keys else encrypt(new_key()),
+            local_port=local_port_reserve() if traits.reserves_port else None,
             **config,
         )
         revision_record(deployment=deployment, user=user)
@@ -442,7 +444,7 @@ def deployment_key_regenerate(
 def deployment_logs(deployment: Deployment, lines: int = 100) -> dict[str, str] | None:
     """The last lines of each replica's log (local target: files on this machine). None for Azure, whose
     logs are a network call a page refresh must not make."""
-    if not deployment.cluster.is_local or deployment.state == ServiceState.DELETED:
+    if not target_traits(deployment.cluster.backend).logs_on_page or deployment.state == ServiceState.DELETED:
         return None
     try:
         return backend_for(deployment.cluster).service_logs(service_spec(deployment), lines=lines)

@@ -10,9 +10,9 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from deployments.backends import target_traits, targets_on_this_host
 from deployments.backends.base import BackendError
 from deployments.models import AuditEvent, Deployment, Operation
-from deployments.models import Backend as BackendKind
 from deployments.states import ACTIVE_OPERATION_STATES, ServiceState
 
 from .audit import audit_record
@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF = timedelta(seconds=30)  # between two restarts of one service by the reconciler
 
 
-def services_reconcile(targets: Literal["all", "local", "azure"] = "all") -> dict[str, int]:
+def services_reconcile(where: Literal["all", "here", "elsewhere"] = "all") -> dict[str, int]:
     """One pass: reclaim lost operation steps, then check every live service no operation is working on
-    (of the local target, of Azure, or both).
+    (of the targets on this host, such as the local one; of the others, such as Azure; or of all).
 
     A service whose replicas died (or whose supervisor is gone, e.g. after a restart of the
     machine) turns Unhealthy and is restarted; once every replica is ready again it is Healthy.
@@ -39,9 +39,9 @@ def services_reconcile(targets: Literal["all", "local", "azure"] = "all") -> dic
         .exclude(Exists(busy))
         .select_related("cluster__workspace", "model")
     )
-    if targets != "all":
-        local = Q(cluster__backend=BackendKind.LOCAL)
-        live = live.filter(local) if targets == "local" else live.exclude(local)
+    if where != "all":
+        here = Q(cluster__backend__in=targets_on_this_host())
+        live = live.filter(here) if where == "here" else live.exclude(here)
     for deployment in live:
         counts["checked"] += 1
         try:
@@ -119,7 +119,7 @@ def _reconcile_one(deployment: Deployment) -> str | None:
         # They failed to start MAX_START_ATTEMPTS times in a row: a restart would fail again, every pass, for
         # ever. Unhealthy with the script's own lines says why; an update (or a fixed script) starts anew.
         return None
-    if observed.state == "Missing" and not deployment.cluster.is_local:
+    if observed.state == "Missing" and target_traits(deployment.cluster.backend).missing_is_final:
         return (
             None  # deleted behind Lynx's back in Azure: the sync records it; restarting cannot bring it back
         )

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
-from deployments.backends.base import Backend, ClusterSpec
+from deployments.backends.base import Backend, ClusterSpec, TargetTraits
 
 from .v1 import AzureMLBackend
+
+TRAITS = TargetTraits(
+    poll_factor=5,
+    makes_keys=True,
+    reserves_port=False,
+    on_this_host=False,
+    priced_by_size=True,
+    logs_on_page=False,
+    autoscale=True,
+    gpus_per_node=True,
+    removes_failed_clusters=True,
+    missing_is_final=True,
+)
 
 
 def make_backend(cluster: ClusterSpec) -> Backend:

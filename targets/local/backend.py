@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -29,6 +30,7 @@ from deployments.backends.base import (
     ReplicaObservation,
     ServiceObservation,
     ServiceSpec,
+    TargetTraits,
 )
 from deployments.crypto import new_key
 from scoring import control, sandbox
@@ -93,6 +95,9 @@ class LocalBackend:
 
     def provision_cluster(self, cluster: ClusterSpec) -> None:
         self._cluster_dir(cluster).mkdir(parents=True, exist_ok=True)
+
+    def cluster_facts(self, cluster: ClusterSpec, observed: ClusterObservation) -> dict[str, Any]:
+        return {"gpu_count": observed.gpu_count, "gpu_kind": observed.gpu_kind}
 
     def observe_cluster(self, cluster: ClusterSpec) -> ClusterObservation:
         if not self._cluster_dir(cluster).exists():
@@ -340,3 +345,17 @@ def _pid_alive(pid: int) -> bool:
 def make_backend(cluster: ClusterSpec) -> Backend:
     """Every local cluster is this machine: one state directory for all its deployments."""
     return LocalBackend(settings.LYNX_LOCAL_DIR)
+
+
+TRAITS = TargetTraits(
+    poll_factor=1,
+    makes_keys=False,
+    reserves_port=True,
+    on_this_host=True,
+    priced_by_size=False,
+    logs_on_page=True,
+    autoscale=False,
+    gpus_per_node=False,
+    removes_failed_clusters=False,
+    missing_is_final=False,
+)

@@ -77,7 +77,7 @@ def test_the_reconciler_retries_a_service_whose_port_is_taken_at_most_every_30_s
         squatter.bind(("127.0.0.1", deployment.local_port))
         squatter.listen()
         for _ in range(3):  # three passes, 2 s apart in production
-            services_reconcile("local")
+            services_reconcile("here")
     assert Deployment.objects.get(pk=deployment.pk).state == ServiceState.UNHEALTHY
     restarts = AuditEvent.objects.filter(action="deployment.restart", resource_id=deployment.pk)
     assert restarts.count() == 1

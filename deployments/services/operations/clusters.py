@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 from django.db import transaction
 
-from deployments.backends.base import BackendError, ClusterObservation
-from deployments.models import Backend as BackendKind
-from deployments.models import Cluster, Operation
+from deployments.backends import target_traits
+from deployments.backends.base import BackendError
+from deployments.models import Operation
 from deployments.states import ProvisioningState
-from deployments.vm_sizes import vm_size_info
 
 from ..specs import backend_for, cluster_spec
 from ..transitions import (
@@ -31,6 +28,7 @@ def cluster_provision_step(operation: Operation) -> float | None:
     cluster = operation.cluster
     backend = backend_for(cluster)
     spec = cluster_spec(cluster)
+    traits = target_traits(cluster.backend)
     if operation.phase == "submit":
         operation_log(operation, f"Provisioning {cluster.name} on {cluster.get_backend_display()}")
         backend.provision_cluster(spec)
@@ -41,21 +39,18 @@ def cluster_provision_step(operation: Operation) -> float | None:
         return fail(operation, failed + _remove_failed_compute(operation, backend, spec))
     observed = backend.observe_cluster(spec)
     if observed.provisioning_state == ProvisioningState.SUCCEEDED:
-        if cluster.backend == BackendKind.AZUREML:
-            facts = _azure_cluster_facts(cluster, observed)
-        else:
-            facts = {"gpu_count": observed.gpu_count, "gpu_kind": observed.gpu_kind}
+        facts = backend.cluster_facts(spec, observed)
         with transaction.atomic():
             cluster_transition(
                 cluster=cluster, to=ProvisioningState.SUCCEEDED, message="provisioned", **facts
             )
             gpus = f"{facts['gpu_count']:g} × {facts['gpu_kind']}" if facts["gpu_count"] else "no GPU"
-            per_node = " per node" if cluster.backend == BackendKind.AZUREML else ""
+            per_node = " per node" if traits.gpus_per_node else ""
             succeed(operation, f"Succeeded: {cluster.name} is ready ({gpus}{per_node})")
         return None
     if observed.provisioning_state in (ProvisioningState.FAILED, "Canceled"):
         error = "; ".join(observed.errors) or f"provisioning ended {observed.provisioning_state}"
-        if cluster.backend == BackendKind.AZUREML:
+        if traits.removes_failed_clusters:
             params = {**operation.params, "failed_error": error}
             Operation.objects.filter(pk=operation.pk).update(params=params)
             error += _remove_failed_compute(operation, backend, spec)
@@ -91,29 +86,7 @@ def cluster_delete_step(operation: Operation) -> float | None:
         return fail(operation, "; ".join(observed.errors) or "deletion failed")
     operation_log(operation, f"{observed.provisioning_state}..")
     set_phase(operation, "wait", creep(operation))
-    return poll() * (1 if cluster.is_local else 5)
-
-
-_AKS_DETAIL = re.compile(r"^(?P<nodes>\d+) × (?P<vm_size>\S+) \((?P<purpose>\w*)\) in (?P<location>[^,\s]*)")
-
-
-def _azure_cluster_facts(cluster: Cluster, observed: ClusterObservation) -> dict:
-    """What a Succeeded AKS cluster row records: GPUs *per node* from its VM size (the deploy form's GPU check
-    reads them), and, for an attached cluster, the size, node count and region Azure reports."""
-    facts: dict = {}
-    match = _AKS_DETAIL.match(observed.detail or "")
-    nodes = cluster.node_count
-    vm_size = cluster.vm_size
-    if match:
-        nodes, vm_size = int(match["nodes"]), match["vm_size"]
-        if cluster.attach_resource_id:  # Lynx did not choose these: take Azure's word for them
-            facts.update(vm_size=vm_size, node_count=nodes, location=match["location"] or cluster.location)
-    info = vm_size_info(vm_size)
-    if info is not None:
-        facts.update(gpu_count=info.gpu_count, gpu_kind=info.gpu_kind)
-    else:  # a size Lynx does not know: what Azure's observation says, shared out per node
-        facts.update(gpu_count=observed.gpu_count / max(nodes, 1), gpu_kind=observed.gpu_kind)
-    return facts
+    return poll() * target_traits(cluster.backend).poll_factor
 
 
 def _remove_failed_compute(operation: Operation, backend, spec) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from deployments.backends import target_traits
 from deployments.crypto import encrypt
 from deployments.models import Deployment, Operation, OperationKind, OperationLine
 from deployments.states import ServiceState
@@ -74,8 +75,8 @@ def service_deploy_step(operation: Operation) -> float | None:
             return fail(operation, f"{observed.error} (the previous configuration is still serving)")
     if observed.state == ServiceState.HEALTHY:
         keys: dict[str, str] = {}
-        if not deployment.cluster.is_local:
-            # Azure makes an AKS service's keys: read them now (outside any transaction),
+        if target_traits(deployment.cluster.backend).makes_keys:
+            # The target made the service's keys (Azure): read them now (outside any transaction),
             # store them encrypted.
             primary, secondary = backend.service_keys(spec)
             keys = {"primary_key_encrypted": encrypt(primary), "secondary_key_encrypted": encrypt(secondary)}
@@ -114,7 +115,7 @@ def service_deploy_step(operation: Operation) -> float | None:
     if overdue(operation):
         return fail(operation, "the deployment did not become Healthy in time")
     set_phase(operation, "wait", max(operation.progress, 15 + int(75 * ready / max(total, 1))))
-    return poll() * (1 if deployment.cluster.is_local else 5)
+    return poll() * target_traits(deployment.cluster.backend).poll_factor
 
 
 def service_delete_step(operation: Operation) -> float | None:
@@ -134,13 +135,12 @@ def service_delete_step(operation: Operation) -> float | None:
         return None
     operation_log(operation, f"{observed.state}..")
     set_phase(operation, "wait", creep(operation))
-    return poll() * (1 if deployment.cluster.is_local else 5)
+    return poll() * target_traits(deployment.cluster.backend).poll_factor
 
 
-# --- Azure: facts about a provisioned cluster, connection tests, keys, logs ----------------------------
+# --- keys and logs -----------------------------------------------------------------------------------
 
 
-# ClusterObservation.detail of an AKS compute: "2 × Standard_NC4as_T4_v3 (DevTest) in eastus[, fqdn]".
 def service_key_regenerate_step(operation: Operation) -> float | None:
     deployment = operation.deployment
     key = operation.params.get("key", "Primary")

@@ -13,8 +13,8 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
+from deployments.backends import targets_on_this_host
 from deployments.models import (
-    Backend,
     Cluster,
     Deployment,
     Operation,
@@ -63,7 +63,8 @@ def operation_dispatch(operation_id: int, countdown: float = 0) -> bool:
 def operation_queue(operation_id: int) -> str | None:
     """The local queue for an operation on the local target: its replicas run on that queue's host only, and
     another worker host would start (or look for) them on itself. None: the default queue, any worker."""
-    local = Q(cluster__backend=Backend.LOCAL) | Q(deployment__cluster__backend=Backend.LOCAL)
+    here = targets_on_this_host()
+    local = Q(cluster__backend__in=here) | Q(deployment__cluster__backend__in=here)
     return settings.LYNX_LOCAL_QUEUE if Operation.objects.filter(local, pk=operation_id).exists() else None
 
 

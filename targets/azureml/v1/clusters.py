@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Any
 
 from deployments.backends.base import BackendError, ClusterObservation, ClusterSpec, WorkspaceSpec
@@ -67,6 +68,9 @@ class ClusterOperations:
             )
             ComputeTarget.create(ws, cluster.name, config)
 
+    def cluster_facts(self, cluster: ClusterSpec, observed: ClusterObservation) -> dict[str, Any]:
+        return aks_cluster_facts(cluster, observed)
+
     def observe_cluster(self, cluster: ClusterSpec) -> ClusterObservation:
         compute = self._get_compute(cluster)
         if compute is None:
@@ -102,3 +106,26 @@ class ClusterOperations:
                 compute.detach()  # an attached cluster belongs to someone else: only let go of it
             else:
                 compute.delete()
+
+
+# ClusterObservation.detail of an AKS compute: "2 × Standard_NC4as_T4_v3 (DevTest) in eastus[, fqdn]".
+_AKS_DETAIL = re.compile(r"^(?P<nodes>\d+) × (?P<vm_size>\S+) \((?P<purpose>\w*)\) in (?P<location>[^,\s]*)")
+
+
+def aks_cluster_facts(cluster: ClusterSpec, observed: ClusterObservation) -> dict[str, Any]:
+    """What a Succeeded AKS cluster row records: GPUs *per node* from its VM size (the deploy form's GPU check
+    reads them), and, for an attached cluster, the size, node count and region Azure reports."""
+    facts: dict[str, Any] = {}
+    match = _AKS_DETAIL.match(observed.detail or "")
+    nodes = cluster.node_count
+    vm_size = cluster.vm_size
+    if match:
+        nodes, vm_size = int(match["nodes"]), match["vm_size"]
+        if cluster.attach_resource_id:  # Lynx did not choose these: take Azure's word for them
+            facts.update(vm_size=vm_size, node_count=nodes, location=match["location"] or cluster.location)
+    info = vm_size_info(vm_size)
+    if info is not None:
+        facts.update(gpu_count=info.gpu_count, gpu_kind=info.gpu_kind)
+    else:  # a size Lynx does not know: what Azure's observation says, shared out per node
+        facts.update(gpu_count=observed.gpu_count / max(nodes, 1), gpu_kind=observed.gpu_kind)
+    return facts

@@ -437,7 +437,7 @@ def test_importing_the_backend_imports_neither_the_sdk_nor_tensorflow() -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         check=True,
     )
     assert out.stdout.strip() == "False"
