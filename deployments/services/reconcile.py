@@ -17,7 +17,7 @@ from deployments.states import ACTIVE_OPERATION_STATES, ServiceState
 
 from .audit import audit_record
 from .operations import operations_reclaim_lost
-from .specs import backend_for, service_spec
+from .specs import backend_for, service_files_write, service_spec
 from .transitions import TransitionError, deployment_transition
 
 log = logging.getLogger(__name__)
@@ -136,5 +136,6 @@ def _reconcile_one(deployment: Deployment) -> str | None:
         return None
     with transaction.atomic():
         audit_record(actor=None, action="deployment.restart", resource=deployment, message=reason[:2000])
+    service_files_write(deployment)  # a wiped var/ must not stop a restart
     backend.restart_service(spec)
     return "restarted"

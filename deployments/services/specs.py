@@ -37,40 +37,44 @@ def cluster_spec(cluster: Cluster) -> ClusterSpec:
     )
 
 
-def materialize(deployment: Deployment, filename: str, text: str) -> Path:
-    """Write a deployment's entry script or environment where replicas can read it.
-
-    Content-addressed, so a rolling update gets a new file while old replicas keep theirs.
-    """
+def _content_path(deployment: Deployment, filename: str, text: str) -> Path:
+    """Where a deployment's entry script or environment lives for its replicas: content-addressed, so a
+    rolling update gets a new file while old replicas keep theirs."""
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    path = settings.VAR_DIR / "scripts" / f"{deployment.pk}-{digest}" / filename
+    return settings.VAR_DIR / "scripts" / f"{deployment.pk}-{digest}" / filename
+
+
+def _write_once(path: Path, text: str) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(path)
-    return path
 
 
-def _entry_script_with_batcher(deployment: Deployment) -> Path:
-    """score.py, with scoring/batching.py beside it: on Azure the source directory is all a replica
-    has, so the default script's `from batching import Batcher` must find it there."""
-    entry = materialize(deployment, "score.py", deployment.entry_script)
+def service_files_write(deployment: Deployment) -> None:
+    """Write the files a ServiceSpec points at: score.py with scoring/batching.py beside it (on Azure the
+    source directory is all a replica has, so the default script's `from batching import Batcher` must find
+    it there) and environment.yml. Called right before the backend starts replicas; idempotent."""
+    entry = _content_path(deployment, "score.py", deployment.entry_script)
+    _write_once(entry, deployment.entry_script)
     helper = entry.with_name("batching.py")
     if not helper.exists():
         shutil.copyfile(settings.BASE_DIR / "scoring" / "batching.py", helper)
-    return entry
+    environment = _content_path(deployment, "environment.yml", deployment.environment_yaml)
+    _write_once(environment, deployment.environment_yaml)
 
 
 def service_spec(deployment: Deployment) -> ServiceSpec:
-    materialize(deployment, "environment.yml", deployment.environment_yaml)
+    """The deployment as the backend takes it. Reads only: the files it names are written by
+    service_files_write, before replicas start."""
     return ServiceSpec(
         name=deployment.name,
         cluster=cluster_spec(deployment.cluster),
         model_name=deployment.model.name,
         model_version=deployment.model.version,
         model_path=deployment.model.files_dir,
-        entry_script=_entry_script_with_batcher(deployment),
+        entry_script=_content_path(deployment, "score.py", deployment.entry_script),
         environment_yaml=deployment.environment_yaml,
         gpu_enabled=deployment.gpu_enabled,
         gpu_cores=deployment.gpu_cores,

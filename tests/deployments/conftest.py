@@ -18,7 +18,7 @@ from django.conf import settings
 from django.test import Client
 
 from deployments.models import Deployment
-from deployments.services.specs import service_spec
+from deployments.services.specs import service_files_write, service_spec
 from deployments.services.transitions import deployment_transition
 from deployments.states import ServiceState
 from targets.local.backend import LocalBackend
@@ -149,6 +149,7 @@ def deploy_for_real(deployment: Deployment, timeout: float = 120) -> Deployment:
     backend = LocalBackend(settings.LYNX_LOCAL_DIR)
     spec = service_spec(deployment)
     backend.delete_service(spec)  # logs and keys an earlier test run left under the same name
+    service_files_write(deployment)
     backend.deploy_service(spec)
 
     def healthy():

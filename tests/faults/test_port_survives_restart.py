@@ -13,7 +13,7 @@ from deployments.crypto import decrypt
 from deployments.models import AuditEvent, Deployment
 from deployments.services import services_reconcile
 from deployments.services.operations import operation_transition
-from deployments.services.specs import service_spec
+from deployments.services.specs import service_files_write, service_spec
 from deployments.services.transitions import deployment_transition
 from deployments.states import ServiceState
 from scoring import control
@@ -42,6 +42,7 @@ def test_a_restart_keeps_the_scoring_uri_while_a_client_holds_a_kept_alive_conne
     # which made a plain bind() refuse the port), and the deployment is started again.
     assert control.stop(state_dir(deployment))
     spec = service_spec(deployment)
+    service_files_write(deployment)
     backend().deploy_service(spec)
     observed = wait_for(
         lambda: (o := backend().observe_service(spec)).state == ServiceState.HEALTHY and o,

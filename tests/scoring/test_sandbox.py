@@ -245,7 +245,7 @@ def malicious_deployment(monkeypatch, tmp_path) -> Iterator[dict]:
             },
             "unix": {"embedded Redis": str(settings.EMBEDDED_REDIS_SOCKET)},
         }
-        # Lynx writes entry scripts where materialize() does: var/scripts/<deployment>-<digest>/score.py.
+        # Lynx writes entry scripts where service_files_write() does: var/scripts/<id>-<digest>/score.py.
         script = var / "scripts" / f"sbx-{tag}" / "score.py"
         script.parent.mkdir(parents=True)
         script.write_text(_MALICIOUS_SCRIPT.format(targets=json.dumps(targets), canary=CANARY))

@@ -9,7 +9,7 @@ from deployments.crypto import encrypt
 from deployments.models import Deployment, Operation, OperationKind, OperationLine
 from deployments.states import ServiceState
 
-from ..specs import backend_for, service_spec
+from ..specs import backend_for, service_files_write, service_spec
 from ..transitions import (
     deployment_transition,
 )
@@ -46,8 +46,10 @@ def service_deploy_step(operation: Operation) -> float | None:
                 params = {**operation.params, "from_generation": generation}
                 Operation.objects.filter(pk=operation.pk).update(params=params)
                 operation.params = params
+            service_files_write(deployment)
             backend.update_service(spec)
         else:
+            service_files_write(deployment)
             backend.deploy_service(spec)
         set_phase(operation, "wait", 15)
         return poll()
@@ -108,8 +110,10 @@ def service_deploy_step(operation: Operation) -> float | None:
         Operation.objects.filter(pk=operation.pk).update(params={**params, "restarts": restarts + 1})
         operation.params = {**params, "restarts": restarts + 1}
         if operation.kind == OperationKind.SERVICE_UPDATE:
+            service_files_write(deployment)
             backend.update_service(spec)
         else:
+            service_files_write(deployment)
             backend.deploy_service(spec)
         return poll()
     if overdue(operation):
