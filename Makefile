@@ -34,13 +34,14 @@ test-embedded: install
 bench: install
 	LYNX_VAR_DIR=$(CURDIR)/var/bench $(PY) -m bench $(BENCH_ARGS)
 
-# ruff, the layering (import-linter: pyproject.toml's [tool.importlinter] contracts), and that every
-# import is declared and every declared package used (deptry).
+# ruff, the layering (import-linter: pyproject.toml's [tool.importlinter] contracts), that every import is
+# declared and every declared package used (deptry), and types (mypy with django-stubs, [tool.mypy]).
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	DJANGO_SETTINGS_MODULE=lynx.settings $(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/deptry .
+	$(PY) -m mypy
 
 # PostgreSQL only: the login role web, worker and beat should connect as, which can insert and read audit rows
 # but neither change them nor drop the append-only trigger. Run as the tables' owner, after every migrate:

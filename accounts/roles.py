@@ -6,33 +6,53 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin, User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
 VIEWER, DEPLOYER, ADMIN = "viewer", "deployer", "admin"
 ROLES = (VIEWER, DEPLOYER, ADMIN)
 
+# Whoever a request or a task acts for: a person, or nobody signed in (the system, in audit rows).
+AnyUser = AbstractBaseUser | AnonymousUser
 
-def _groups(user: AbstractBaseUser) -> set[str]:
-    if not user.is_authenticated:
+
+class AuthedRequest(HttpRequest):
+    """A request to a page behind the login (LoginRequiredMiddleware guards every view not marked
+    login_not_required), so its user is a signed-in person. Views annotate `request` with it."""
+
+    user: User
+
+
+def _groups(user: AnyUser) -> set[str]:
+    # The user model (auth.User) has PermissionsMixin's groups and superuser flag; AnonymousUser has not.
+    if not isinstance(user, PermissionsMixin) or not user.is_authenticated:
         return set()
     cached = getattr(user, "_lynx_groups", None)
     if cached is None:
         cached = set(user.groups.values_list("name", flat=True))
-        user._lynx_groups = cached
+        groups_remember(user, cached)
     return cached
 
 
-def is_admin(user: AbstractBaseUser) -> bool:
-    return user.is_authenticated and (user.is_superuser or ADMIN in _groups(user))
+def groups_remember(user: AnyUser, names: set[str]) -> None:
+    """Cache the user's group names (read by the role predicates) for the life of this object."""
+    user.__dict__["_lynx_groups"] = names
 
 
-def can_deploy(user: AbstractBaseUser) -> bool:
+def is_admin(user: AnyUser) -> bool:
+    return (
+        user.is_authenticated
+        and isinstance(user, PermissionsMixin)
+        and (user.is_superuser or ADMIN in _groups(user))
+    )
+
+
+def can_deploy(user: AnyUser) -> bool:
     return is_admin(user) or DEPLOYER in _groups(user)
 
 
-def role_of(user: AbstractBaseUser) -> str:
+def role_of(user: AnyUser) -> str:
     if is_admin(user):
         return ADMIN
     return DEPLOYER if can_deploy(user) else VIEWER
@@ -61,10 +81,10 @@ def admin_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
 # --- people: an admin gives roles and teams (a team is any other Django group) --------------------
 
 
-def teams_of_user(user: AbstractBaseUser) -> list[str]:
+def teams_of_user(user: AnyUser) -> list[str]:
     return sorted(name for name in _groups(user) if name not in ROLES)
 
 
-def groups_forget(user: AbstractBaseUser) -> None:
+def groups_forget(user: AnyUser) -> None:
     """Drop the cached group names after the user's groups changed."""
     user.__dict__.pop("_lynx_groups", None)

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.http import HttpRequest
 
 from accounts.roles import ROLES
@@ -16,6 +16,13 @@ from dashboard.signals import RoleChanges
 
 User = get_user_model()
 ADMIN_MESSAGE = "in Django's admin"
+_CHANGES = "_lynx_role_changes"  # the request's RoleChanges, from save_model to save_related
+
+
+def _admin(request: HttpRequest) -> AbstractBaseUser:
+    """Who is changing people: Django's admin lets only signed-in staff in (AdminSite.admin_view)."""
+    assert isinstance(request.user, AbstractBaseUser)
+    return request.user
 
 
 class UserAdmin(DjangoUserAdmin):
@@ -26,14 +33,14 @@ class UserAdmin(DjangoUserAdmin):
     swapping deployer for admin is one deployer → admin event, not two."""
 
     def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
-        changes = RoleChanges(actor=request.user, message=ADMIN_MESSAGE)
-        request._lynx_role_changes = changes
+        changes = RoleChanges(actor=_admin(request), message=ADMIN_MESSAGE)
+        setattr(request, _CHANGES, changes)  # for save_related, next in the same request
         with changes.collecting():
             super().save_model(request, obj, form, change)
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
-        changes = getattr(request, "_lynx_role_changes", None) or RoleChanges(
-            actor=request.user, message=ADMIN_MESSAGE
+        changes = getattr(request, _CHANGES, None) or RoleChanges(
+            actor=_admin(request), message=ADMIN_MESSAGE
         )
         with changes.collecting():
             super().save_related(request, form, formsets, change)

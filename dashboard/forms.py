@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
@@ -61,8 +62,9 @@ class AuditFilterForm(forms.Form):
     since = audit_day_field("From")
     until = audit_day_field("To")
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # Form.clean returns self.cleaned_data
+        data = self.cleaned_data
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             self.add_error("until", "The end date is before the start date.")
         return data
@@ -128,8 +130,9 @@ class NewPersonForm(PersonForm):
         "tell them in person.",
     )
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # Form.clean returns self.cleaned_data
+        data = self.cleaned_data
         if password := data.get("password"):
             # The would-be user, so the similarity check can compare the password with the name and email.
             user = get_user_model()(username=data.get("username", ""), email=data.get("email", ""))

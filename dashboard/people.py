@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.db import transaction
 
 from accounts.roles import ROLES, groups_forget, role_of, teams_of_user
@@ -12,7 +12,7 @@ from deployments.services import Refused
 from deployments.services.audit import audit_record
 
 
-def user_role_set(*, actor: AbstractBaseUser, user: AbstractBaseUser, role: str) -> None:
+def user_role_set(*, actor: AbstractBaseUser, user: User, role: str) -> None:
     """Give a person exactly one role (viewer, deployer or admin), audited."""
     if role not in ROLES:
         raise Refused(f"A role is one of {', '.join(ROLES)} (got {role!r}).")
@@ -32,7 +32,7 @@ def user_role_set(*, actor: AbstractBaseUser, user: AbstractBaseUser, role: str)
         )
 
 
-def user_team_set(*, actor: AbstractBaseUser, user: AbstractBaseUser, team: str) -> None:
+def user_team_set(*, actor: AbstractBaseUser, user: User, team: str) -> None:
     """Put a person in one team ("" takes them out of every team), audited. Costs are totalled per team."""
 
     team = team.strip()

@@ -23,6 +23,7 @@ from deployments.services.audit import audit_record
 
 Snapshot = dict[str, Any]
 _CREATED = "_lynx_created_here"
+_ROLE_RENAME = "_lynx_role_rename"  # on a Group being saved: its rename changes roles
 
 
 def snapshot(user_pk: int) -> Snapshot | None:
@@ -165,12 +166,12 @@ def _group_saving(sender, instance: Group, **kwargs) -> None:
     old = Group.objects.filter(pk=instance.pk).values_list("name", flat=True).first()
     if old != instance.name and (old in ROLES or instance.name in ROLES):
         _before(_members(instance))
-        instance._lynx_role_rename = True
+        setattr(instance, _ROLE_RENAME, True)
 
 
 def _group_saved(sender, instance: Group, created: bool, **kwargs) -> None:
-    if getattr(instance, "_lynx_role_rename", False):
-        del instance._lynx_role_rename
+    if getattr(instance, _ROLE_RENAME, False):
+        delattr(instance, _ROLE_RENAME)
         _after()
 
 

@@ -16,14 +16,15 @@ import lzma
 import os
 import struct
 import tarfile
-import zipfile
 from pathlib import Path
-from typing import IO
 
-_END = struct.Struct(zipfile.structEndArchive)
-_END64 = struct.Struct(zipfile.structEndArchive64)
-_LOCATOR = struct.Struct(zipfile.structEndArchive64Locator)
-_CENTRAL = struct.Struct(zipfile.structCentralDir)
+# The ZIP records read here, as PKWARE's APPNOTE lays them out (zipfile keeps the same, privately).
+_END = struct.Struct("<4s4H2LH")  # end of central directory
+_END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory
+_LOCATOR = struct.Struct("<4sLQL")  # zip64 end of central directory locator
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # central directory file header
+_END_SIGNATURE, _END64_SIGNATURE = b"PK\x05\x06", b"PK\x06\x06"
+_LOCATOR_SIGNATURE, _CENTRAL_SIGNATURE = b"PK\x06\x07", b"PK\x01\x02"
 _MAX_COMMENT = 0xFFFF
 
 
@@ -48,7 +49,7 @@ def zip_entries_check(path: Path, max_entries: int, max_directory_bytes: int) ->
         tail_start = max(0, size - _END.size - _MAX_COMMENT)
         f.seek(tail_start)
         tail = f.read()
-        at = tail.rfind(zipfile.stringEndArchive)
+        at = tail.rfind(_END_SIGNATURE)
         if at < 0 or len(tail) - at < _END.size:
             raise Damaged("no end-of-central-directory record")
         end = _END.unpack_from(tail, at)
@@ -59,7 +60,7 @@ def zip_entries_check(path: Path, max_entries: int, max_directory_bytes: int) ->
         if record_at >= _LOCATOR.size + _END64.size:
             f.seek(record_at - _LOCATOR.size - _END64.size)
             record, locator = f.read(_END64.size), f.read(_LOCATOR.size)
-            if locator[:4] == zipfile.stringEndArchive64Locator and record[:4] == zipfile.stringEndArchive64:
+            if locator[:4] == _LOCATOR_SIGNATURE and record[:4] == _END64_SIGNATURE:
                 fields = _END64.unpack(record)
                 entries, directory_size = fields[7], fields[8]
                 record_at -= _LOCATOR.size + _END64.size
@@ -74,7 +75,7 @@ def zip_entries_check(path: Path, max_entries: int, max_directory_bytes: int) ->
         counted = walked = 0
         while walked < directory_size:
             header = f.read(_CENTRAL.size)
-            if len(header) < _CENTRAL.size or header[:4] != zipfile.stringCentralDir:
+            if len(header) < _CENTRAL.size or header[:4] != _CENTRAL_SIGNATURE:
                 raise Damaged("a central directory header is broken")
             fields = _CENTRAL.unpack(header)
             rest = fields[12] + fields[13] + fields[14]  # name, extra field and comment lengths
@@ -85,7 +86,7 @@ def zip_entries_check(path: Path, max_entries: int, max_directory_bytes: int) ->
                 raise Exceeded("entries", max_entries)
 
 
-def decompressed(path: Path) -> IO[bytes]:
+def decompressed(path: Path) -> io.BufferedIOBase:
     """The tar inside a .tar.gz, .tar.bz2 or .tar.xz (or the file itself), decompressing as it is read."""
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -105,7 +106,7 @@ class CeilingStream(io.RawIOBase):
     between: the ceiling is checked before the underlying seek, so a bomb is refused, not inflated.
     """
 
-    def __init__(self, stream: IO[bytes], ceiling: int) -> None:
+    def __init__(self, stream: io.BufferedIOBase, ceiling: int) -> None:
         super().__init__()
         self._stream, self._ceiling = stream, ceiling
 
@@ -158,6 +159,6 @@ def guarded_tarinfo(max_extension_bytes: int) -> type[tarfile.TarInfo]:
         def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
             if self.type in _EXTENSION_TYPES and self.size > max_extension_bytes:
                 raise Damaged(f"a {self.size}-byte extended header (a name is never that long)")
-            return super()._proc_member(tarfile_)
+            return super()._proc_member(tarfile_)  # type: ignore[misc]  # private, so not in typeshed
 
     return GuardedTarInfo

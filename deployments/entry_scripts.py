@@ -34,10 +34,10 @@ class ScriptCheck:
         return not self.errors
 
 
-def _top_level_definitions(body: list[ast.stmt]) -> dict[str, ast.AST]:
+def _top_level_definitions(body: list[ast.stmt]) -> dict[str, ast.stmt]:
     """Names bound at module level, looking into if/try/with blocks (`if TF2: def run...` is common).
     The last binding wins, as when Python runs the module."""
-    found: dict[str, ast.AST] = {}
+    found: dict[str, ast.stmt] = {}
     for node in body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             found[node.name] = node
@@ -64,7 +64,7 @@ def _decorator_names(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[s
     return names
 
 
-def _check_init(node: ast.AST | None, check: ScriptCheck) -> None:
+def _check_init(node: ast.stmt | None, check: ScriptCheck) -> None:
     if node is None:
         check.errors.append(
             Problem(None, "defines no init(): the server calls init() once to load the model.")
@@ -83,7 +83,7 @@ def _check_init(node: ast.AST | None, check: ScriptCheck) -> None:
         )
 
 
-def _check_run(node: ast.AST | None, check: ScriptCheck) -> None:
+def _check_run(node: ast.stmt | None, check: ScriptCheck) -> None:
     if node is None:
         check.errors.append(Problem(None, "defines no run(): the server calls run(...) for every request."))
         return

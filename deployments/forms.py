@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -195,8 +196,9 @@ class ServiceConfigForm(IdempotentForm):
             self.add_error("environment_yaml", error)
         self.warnings += check.warnings
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # Form.clean returns self.cleaned_data
+        data = self.cleaned_data
         self._check_entry_script(data)
         self._check_environment(data)
         cluster = self._cluster()
@@ -241,14 +243,14 @@ class DeploymentForm(ServiceConfigForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["cluster"].queryset = Cluster.objects.filter(
-            provisioning_state=ProvisioningState.SUCCEEDED
-        )
+        clusters = self.fields["cluster"]
+        assert isinstance(clusters, forms.ModelChoiceField)  # the field declared above
+        clusters.queryset = Cluster.objects.filter(provisioning_state=ProvisioningState.SUCCEEDED)
         if not self.is_bound:
             self.initial.setdefault("entry_script", default_entry_script())
             self.initial.setdefault("environment_yaml", default_environment_yaml())
             self.initial.setdefault("model", RegisteredModel.objects.order_by("-created_at").first())
-            self.initial.setdefault("cluster", self.fields["cluster"].queryset.first())
+            self.initial.setdefault("cluster", clusters.queryset.first())
 
     def _cluster(self) -> Cluster | None:
         return self.cleaned_data.get("cluster")

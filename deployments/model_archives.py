@@ -28,9 +28,10 @@ import sys
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -75,7 +76,7 @@ class Member:
     path: PurePosixPath
     is_dir: bool
     size: int
-    open: object = field(repr=False)  # () -> a binary stream of the file's bytes
+    open: Callable[[], IO[bytes] | None] = field(repr=False)  # a binary stream of the file's bytes
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,7 @@ def _zip_members(archive: zipfile.ZipFile) -> Iterator[Member]:
             raise ArchiveRefused(f"The archive holds {info.filename}, which is not a regular file or folder.")
         if info.flag_bits & 0x1:
             raise ArchiveRefused(f"{info.filename} is encrypted: upload an archive without a password.")
-        yield Member(
-            _safe_path(info.filename), info.is_dir(), info.file_size, lambda info=info: archive.open(info)
-        )
+        yield Member(_safe_path(info.filename), info.is_dir(), info.file_size, partial(archive.open, info))
 
 
 def _tar_members(archive: tarfile.TarFile) -> Iterator[Member]:
@@ -135,9 +134,7 @@ def _tar_members(archive: tarfile.TarFile) -> Iterator[Member]:
             )
         if not (info.isfile() or info.isdir()):
             raise ArchiveRefused(f"The archive holds {info.name}, which is not a regular file or folder.")
-        yield Member(
-            _safe_path(info.name), info.isdir(), info.size, lambda info=info: archive.extractfile(info)
-        )
+        yield Member(_safe_path(info.name), info.isdir(), info.size, partial(archive.extractfile, info))
 
 
 def _over_unpacked_limit(name: str) -> ArchiveRefused:

@@ -129,6 +129,8 @@ class Batcher:
                 raise TimeoutError(f"no result within {timeout:g} s")
         if ticket.error is not None:
             raise ticket.error
+        # A ticket finished without an error always has its info: _run sets it before _finish.
+        assert ticket.info is not None
         return ticket.result, ticket.info
 
     def stats(self) -> dict[str, Any]:

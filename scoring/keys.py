@@ -68,23 +68,24 @@ class KeyStore:
         self._signature: tuple[int, int, int] | None = None
         if self._key_file:
             self._accepted = read_key_file(self._key_file).as_bytes()
-            self._signature = self._file_signature()
+            self._signature = self._file_signature(self._key_file)
 
-    def _file_signature(self) -> tuple[int, int, int] | None:
+    @staticmethod
+    def _file_signature(key_file: Path) -> tuple[int, int, int] | None:
         try:
-            st = os.stat(self._key_file)
+            st = os.stat(key_file)
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_ino, st.st_size)
 
-    def _refresh(self) -> None:
+    def _refresh(self, key_file: Path) -> None:
         # One stat() per request: cheap, and it makes a key rotation take effect on the very next request.
-        signature = self._file_signature()
+        signature = self._file_signature(key_file)
         if signature == self._signature:
             return
         self._signature = signature
         try:
-            self._accepted = read_key_file(self._key_file).as_bytes()
+            self._accepted = read_key_file(key_file).as_bytes()
             logger.info("key file changed: keys reloaded")
         except KeyFileError as error:
             # Fail closed: with no readable key file nobody gets in.
@@ -94,7 +95,7 @@ class KeyStore:
     def accepts_authorization(self, header: str | None) -> bool:
         """True when `header` is `Bearer <a current key>`."""
         if self._key_file:
-            self._refresh()
+            self._refresh(self._key_file)
         if not header:
             return False
         scheme, _, token = header.partition(" ")

@@ -143,7 +143,9 @@ class _CappedServer(web.Server):
         # Handlers made but not yet connected: asyncio makes the protocols of a burst of accepts first.
         self._unconnected: set[Any] = set()
 
-    def __call__(self) -> asyncio.Protocol:  # the protocol factory: one call per accepted connection
+    # The protocol factory: one call per accepted connection. Narrower in aiohttp's annotation than in use:
+    # loop.create_server takes any asyncio.Protocol, and a refused connection gets a plain one.
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
         if len(self._connections) + len(self._unconnected) >= self._max_connections:
             # Refused here, before aiohttp makes a request handler (closing one half-made logs a traceback).
             self._stats.refused_connections += 1

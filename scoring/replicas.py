@@ -93,14 +93,14 @@ class ReplicaSpec:
         for label, value in (("model name", name), ("model version", version)):
             if not _SAFE_NAME.match(value):
                 raise SpecError(f"{label} {value!r} must be letters, digits, '.', '_' or '-'")
-        for label, value, low in (
+        for label, number, low in (
             ("replicas", replicas, 1),
             ("max_batch_size", max_batch_size, 1),
             ("max_batch_wait_ms", max_batch_wait_ms, 0),
             ("memory_limit_mb", memory_limit_mb, 0),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise SpecError(f"{label} must be an integer >= {low}, not {value!r}")
+            if not isinstance(number, int) or isinstance(number, bool) or number < low:
+                raise SpecError(f"{label} must be an integer >= {low}, not {number!r}")
         if replicas > 32:
             raise SpecError("replicas must be at most 32")
         if not float(ready_timeout_s) > 0:

@@ -48,7 +48,7 @@ _KEEP = frozenset(
 )
 # TensorFlow's own TF_ prefixes only: Terraform's TF_CLI_*, TF_VAR_* and TF_TOKEN_* share the prefix.
 _TENSORFLOW = ("TF_CPP_", "TF_ENABLE_", "TF_FORCE_", "TF_GPU_", "TF_NUM_", "TF_XLA_", "TF_USE_", "TF_CUDNN_")
-_KEEP_PREFIXES = (
+_KEEP_PREFIXES: tuple[str, ...] = (
     "LC_",
     *_TENSORFLOW,
     "TF_DETERMINISTIC_OPS",

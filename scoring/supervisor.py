@@ -498,11 +498,11 @@ class Supervisor:
         self.incoming = incoming
         for replica in incoming:
             self._launch(replica)
-        error = await self._wait_ready(incoming, spec.ready_timeout_s)
-        if error:
+        not_ready = await self._wait_ready(incoming, spec.ready_timeout_s)
+        if not_ready:
             await self._stop_replicas(incoming)
             self.incoming, self.failed = [], incoming
-            self._finish_rollout(rollout, error)
+            self._finish_rollout(rollout, not_ready)
             return
 
         old, self.serving, self.incoming = self.serving, incoming, []

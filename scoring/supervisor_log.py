@@ -15,6 +15,7 @@ import os
 import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import BinaryIO
 
 from .state_dir import SUPERVISOR_LOG
 
@@ -80,7 +81,7 @@ class RotatingWriter:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
-        self._file = None
+        self._file: BinaryIO | None = None
 
     def write(self, data: bytes) -> None:
         if self._file is None:

@@ -15,6 +15,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from accounts.roles import AuthedRequest
 from dashboard.forms import KNOWN_ACTIONS, RESOURCE_TYPES, AuditFilterForm
 from deployments import selectors
 from deployments.models import AuditEvent
@@ -59,7 +60,7 @@ def _filters(request: HttpRequest) -> tuple[AuditFilterForm, dict | None]:
 
 
 @require_GET
-def audit_list(request: HttpRequest) -> HttpResponse:
+def audit_list(request: AuthedRequest) -> HttpResponse:
     form, filters = _filters(request)
     events = selectors.audit_events(**filters) if filters is not None else AuditEvent.objects.none()
     page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -109,11 +110,11 @@ def csv_row(row: tuple) -> list:
 
 
 @require_GET
-def audit_export(request: HttpRequest) -> HttpResponse:
+def audit_export(request: AuthedRequest) -> HttpResponse | StreamingHttpResponse:
     """The filtered view as CSV, streamed: memory stays flat however long the log is."""
     form, filters = _filters(request)
     if filters is None:
-        errors = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in form.errors.items())
+        errors = "; ".join(f"{field}: {' '.join(map(str, msgs))}" for field, msgs in form.errors.items())
         return HttpResponse(f"Bad filter: {errors}\n", status=400, content_type="text/plain")
     events = selectors.audit_events(**filters).values_list(*selectors.AUDIT_COLUMNS)
     writer = csv.writer(_Echo())

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.roles import deployer_required
+from accounts.roles import AuthedRequest, deployer_required
 from dashboard.charts import cost_per_day_chart
 from dashboard.forms import ExtendForm
 from deployments import selectors
@@ -20,6 +20,7 @@ from deployments.backends import target_traits
 from deployments.costs import Priced, price_key
 from deployments.models import Cluster, VmPrice
 from deployments.services.expiry import (
+    MAX_EXTEND_HOURS,
     ExpiryStatus,
     cluster_expiry_cancel,
     cluster_expiry_extend,
@@ -70,7 +71,7 @@ def _cluster_rows(
 
 
 @require_GET
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: AuthedRequest) -> HttpResponse:
     now = timezone.now()
     costs = selectors.costs_summary(now=now)
     rows = _cluster_rows(
@@ -109,13 +110,13 @@ def _back(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @deployer_required
-def cluster_expiry_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
+def cluster_expiry_extend_view(request: AuthedRequest, pk: int) -> HttpResponse:
     cluster = get_object_or_404(Cluster, pk=pk)
     form = ExtendForm(request.POST)
     if not form.is_valid():
         messages.error(
             request,
-            f"Extend by 1 to {form.fields['hours'].validators[-1].limit_value} hours; nothing was changed.",
+            f"Extend by 1 to {MAX_EXTEND_HOURS} hours; nothing was changed.",
         )
         return _back(request)
     try:
@@ -129,7 +130,7 @@ def cluster_expiry_extend_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @deployer_required
-def cluster_expiry_cancel_view(request: HttpRequest, pk: int) -> HttpResponse:
+def cluster_expiry_cancel_view(request: AuthedRequest, pk: int) -> HttpResponse:
     cluster = get_object_or_404(Cluster, pk=pk)
     try:
         cluster = cluster_expiry_cancel(user=request.user, cluster=cluster)

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.roles import ROLES, admin_required, role_of, teams_of_user
+from accounts.roles import ROLES, AuthedRequest, admin_required, groups_remember, role_of, teams_of_user
 from dashboard.forms import NewPersonForm, PersonForm
 from dashboard.people import user_create, user_role_set, user_team_set
 from deployments.services.operations import Refused
@@ -18,7 +18,7 @@ def _render(request: HttpRequest, new_form: NewPersonForm, status: int = 200) ->
     people = []
     for person in get_user_model().objects.prefetch_related("groups").order_by("username"):
         # The prefetched groups fill the per-user cache roles.py reads, so this is two queries in all.
-        person._lynx_groups = {group.name for group in person.groups.all()}
+        groups_remember(person, {group.name for group in person.groups.all()})
         people.append((person, role_of(person), teams_of_user(person)))
     return render(
         request,
@@ -29,17 +29,17 @@ def _render(request: HttpRequest, new_form: NewPersonForm, status: int = 200) ->
 
 
 @require_GET
-def people(request: HttpRequest) -> HttpResponse:
+def people(request: AuthedRequest) -> HttpResponse:
     return _render(request, NewPersonForm())
 
 
 @require_POST
 @admin_required
-def person_update(request: HttpRequest, pk: int) -> HttpResponse:
+def person_update(request: AuthedRequest, pk: int) -> HttpResponse:
     person = get_object_or_404(get_user_model(), pk=pk)
     form = PersonForm(request.POST)
     if not form.is_valid():
-        errors = " ".join(" ".join(msgs) for msgs in form.errors.values())
+        errors = " ".join(" ".join(map(str, msgs)) for msgs in form.errors.values())
         messages.error(request, f"{person.get_username()}: {errors} Nothing was changed.")
         return redirect("people")
     try:
@@ -56,7 +56,7 @@ def person_update(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @admin_required
-def person_create(request: HttpRequest) -> HttpResponse:
+def person_create(request: AuthedRequest) -> HttpResponse:
     form = NewPersonForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.roles import admin_required
+from accounts.roles import AuthedRequest, admin_required
 from dashboard.forms import NewPriceForm, PriceForm
 from deployments.costs import LOCAL_PRICE_ROW
 from deployments.models import VmPrice
@@ -30,19 +30,19 @@ def _render(request: HttpRequest, new_form: NewPriceForm, status: int = 200) -> 
 
 
 @require_GET
-def price_list(request: HttpRequest) -> HttpResponse:
+def price_list(request: AuthedRequest) -> HttpResponse:
     return _render(request, NewPriceForm())
 
 
 @require_POST
 @admin_required
-def price_update(request: HttpRequest, pk: int) -> HttpResponse:
+def price_update(request: AuthedRequest, pk: int) -> HttpResponse:
     price = get_object_or_404(VmPrice, pk=pk)
     form = PriceForm(request.POST)
     if not form.is_valid():
         messages.error(
             request,
-            f"{price.vm_size}: {' '.join(form.errors.get('price_per_hour', ['bad price']))} "
+            f"{price.vm_size}: {' '.join(map(str, form.errors.get('price_per_hour', ['bad price'])))} "
             "Nothing was changed.",
         )
         return redirect("price_list")
@@ -63,7 +63,7 @@ def price_update(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @admin_required
-def price_create(request: HttpRequest) -> HttpResponse:
+def price_create(request: AuthedRequest) -> HttpResponse:
     form = NewPriceForm(request.POST)
     if form.is_valid():
         try:

@@ -108,7 +108,7 @@ class ServiceObservation:
     progress: tuple[str, ...] = field(
         default_factory=tuple
     )  # lines like wait_for_deployment(show_output=True)
-    stats: dict[str, float] = field(default_factory=dict)  # e.g. {"avg_batch_size": 3.2, "requests": 120}
+    stats: dict[str, Any] = field(default_factory=dict)  # {"avg_batch_size": 3.2, "replicas": [...], …}
     # What the target did on its own (a replica OOMKilled and restarted), oldest first: {"id", "message", …};
     # "id" is unique per service, for the reconciler to record each event once.
     events: tuple[dict, ...] = ()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
+from accounts.roles import AnyUser
 from deployments.models import AuditEvent
 
 SYSTEM = "system"
@@ -53,13 +54,13 @@ def audit_families() -> list[str]:
     return list(dict.fromkeys(action.split(".")[0] for action in AUDIT_ACTIONS))
 
 
-def actor_name(user: AbstractBaseUser | None) -> str:
+def actor_name(user: AnyUser | None) -> str:
     return user.get_username() if user is not None and user.is_authenticated else SYSTEM
 
 
 def audit_record(
     *,
-    actor: AbstractBaseUser | None,
+    actor: AnyUser | None,
     action: str,
     resource: Any,
     before: dict | None = None,
@@ -70,7 +71,8 @@ def audit_record(
     if action not in AUDIT_ACTIONS:
         raise ValueError(f"audit action {action!r} is not declared in AUDIT_ACTIONS")
     return AuditEvent.objects.create(
-        actor=actor if actor is not None and actor.is_authenticated else None,
+        # A signed-in person is a User (the user model); None and AnonymousUser are the system.
+        actor=actor if isinstance(actor, User) else None,
         actor_name=actor_name(actor),
         action=action,
         resource_type=type(resource).__name__.lower(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from deployments.models import Backend, Cluster, Operation, OperationKind, Workspace
@@ -17,7 +17,7 @@ from .transitions import cluster_transition
 
 def cluster_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     backend: str = Backend.LOCAL,
     workspace: Workspace | None = None,
@@ -69,7 +69,7 @@ def cluster_create(
 
 
 def cluster_delete(
-    *, user: AbstractBaseUser | None, cluster: Cluster, idempotency_key: str | None = None, reason: str = ""
+    *, user: User | None, cluster: Cluster, idempotency_key: str | None = None, reason: str = ""
 ) -> Operation:
     """Start deleting a cluster. Its deployments must be gone (or going) first."""
     if existing := operation_by_idempotency_key(idempotency_key):
@@ -119,7 +119,7 @@ def cluster_config(cluster: Cluster) -> dict:
     return {
         "name": cluster.name,
         "backend": cluster.backend,
-        "workspace": cluster.workspace.name if cluster.workspace_id else "",
+        "workspace": cluster.workspace.name if cluster.workspace is not None else "",
         "vm_size": cluster.vm_size,
         "node_count": cluster.node_count,
         "cluster_purpose": cluster.cluster_purpose,

@@ -6,7 +6,7 @@ import random
 import socket
 from pathlib import Path
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
@@ -54,7 +54,7 @@ def deployment_config(deployment: Deployment) -> dict:
     }
 
 
-def revision_record(*, deployment: Deployment, user: AbstractBaseUser | None) -> DeploymentRevision:
+def revision_record(*, deployment: Deployment, user: User | None) -> DeploymentRevision:
     """Keep the configuration being deployed, so it can be rolled back to without retyping it."""
     return DeploymentRevision.objects.create(
         deployment=deployment,
@@ -112,7 +112,7 @@ def local_port_reserve() -> int:
 
 def deployment_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     cluster: Cluster,
     model: RegisteredModel,
@@ -150,7 +150,7 @@ def deployment_create(
 
 def _deployment_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     cluster: Cluster,
     model: RegisteredModel,
@@ -203,7 +203,7 @@ def _deployment_create(
 
 def deployment_delete(
     *,
-    user: AbstractBaseUser | None,
+    user: User | None,
     deployment: Deployment,
     idempotency_key: str | None = None,
     reason: str = "",
@@ -253,7 +253,7 @@ def _changes(
 
 def deployment_update(
     *,
-    user: AbstractBaseUser,
+    user: User,
     deployment: Deployment,
     model: RegisteredModel | None = None,
     entry_script: str | None = None,
@@ -348,7 +348,7 @@ def deployment_update(
 
 
 def deployment_rollback(
-    *, user: AbstractBaseUser, deployment: Deployment, number: int, idempotency_key: str | None = None
+    *, user: User, deployment: Deployment, number: int, idempotency_key: str | None = None
 ) -> Operation:
     """Update a deployment to an earlier revision's configuration.
 
@@ -374,12 +374,13 @@ def deployment_rollback(
 
 
 def _check_key_name(key: str) -> KeyName:
-    if key not in KEY_NAMES:
-        raise Refused(f"There is no {key!r} key: choose Primary or Secondary.")
-    return key  # type: ignore[return-value]
+    for name in KEY_NAMES:
+        if key == name:
+            return name
+    raise Refused(f"There is no {key!r} key: choose Primary or Secondary.")
 
 
-def deployment_key_reveal(*, user: AbstractBaseUser, deployment: Deployment, key: str) -> str:
+def deployment_key_reveal(*, user: User, deployment: Deployment, key: str) -> str:
     """Return one scoring key in full, and record who saw it."""
     key = _check_key_name(key)
     deployment.refresh_from_db()
@@ -403,7 +404,7 @@ def deployment_key_reveal(*, user: AbstractBaseUser, deployment: Deployment, key
 
 
 def deployment_key_regenerate(
-    *, user: AbstractBaseUser, deployment: Deployment, key: str, idempotency_key: str | None = None
+    *, user: User, deployment: Deployment, key: str, idempotency_key: str | None = None
 ) -> Operation:
     """Replace one scoring key, in a worker; the old key stops working once the operation has succeeded.
 

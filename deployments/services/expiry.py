@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
@@ -84,7 +84,7 @@ def expiry_status(
 
 def last_activity_of(cluster: Cluster) -> datetime:
     """Activity from the annotations of `selectors.clusters_with_activity`, else one query."""
-    if hasattr(cluster, "last_scored"):
+    if hasattr(cluster, "last_scored") and hasattr(cluster, "last_deployed"):  # annotated together
         stamps = (cluster.created_at, cluster.last_scored, cluster.last_deployed)
         return max(t for t in stamps if t is not None)
     return selectors.cluster_last_activity(cluster)
@@ -197,7 +197,7 @@ def _editable(cluster: Cluster) -> None:
         raise Refused(f"{cluster.name} is already {cluster.provisioning_state.lower()}.")
 
 
-def _update(cluster: Cluster, *, user: AbstractBaseUser, action: str, message: str, **changes) -> Cluster:
+def _update(cluster: Cluster, *, user: User, action: str, message: str, **changes) -> Cluster:
     before = expiry_config(cluster)
     with transaction.atomic():
         # Compare-and-set on the fields being changed: a concurrent extension or cancel is not lost.
@@ -216,7 +216,7 @@ def _update(cluster: Cluster, *, user: AbstractBaseUser, action: str, message: s
     return cluster
 
 
-def cluster_expiry_extend(*, user: AbstractBaseUser, cluster: Cluster, hours: int) -> Cluster:
+def cluster_expiry_extend(*, user: User, cluster: Cluster, hours: int) -> Cluster:
     """Push the teardown back by `hours`: the expiry date, and the idle deadline, each from now or from
     where it was, whichever is later."""
     if not 1 <= hours <= MAX_EXTEND_HOURS:
@@ -244,7 +244,7 @@ def cluster_expiry_extend(*, user: AbstractBaseUser, cluster: Cluster, hours: in
     )
 
 
-def cluster_expiry_cancel(*, user: AbstractBaseUser, cluster: Cluster) -> Cluster:
+def cluster_expiry_cancel(*, user: User, cluster: Cluster) -> Cluster:
     """Remove the expiry date and the idle rule: the cluster runs until somebody deletes it."""
     _editable(cluster)
     if cluster.expires_at is None and not cluster.idle_teardown_hours and not cluster.auto_teardown:

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
@@ -26,7 +26,7 @@ def _tree_size(root: Path) -> int:
 
 def model_register(
     *,
-    user: AbstractBaseUser | None,
+    user: User | None,
     name: str,
     source_dir: Path,
     labels: str = "",
@@ -89,7 +89,7 @@ def model_register(
 
 def model_upload(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     archive: Path,
     archive_name: str = "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -76,7 +76,7 @@ def _clean_price(value: Decimal | None) -> Decimal | None:
     return value.quantize(Decimal("0.0001"))
 
 
-def vm_price_set(*, user: AbstractBaseUser, price: VmPrice, price_per_hour: Decimal | None) -> VmPrice:
+def vm_price_set(*, user: User, price: VmPrice, price_per_hour: Decimal | None) -> VmPrice:
     """Change what an hour of one node of a size costs (None: unknown, shown as "no price"), from now on:
     the hours before keep the price they were run at."""
     new = _clean_price(price_per_hour)
@@ -96,7 +96,7 @@ def vm_price_set(*, user: AbstractBaseUser, price: VmPrice, price_per_hour: Deci
 
 def vm_price_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     vm_size: str,
     price_per_hour: Decimal | None,
     gpu_count: float = 0,

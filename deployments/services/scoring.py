@@ -22,7 +22,7 @@ from typing import Any
 import requests
 import urllib3
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
@@ -156,8 +156,9 @@ def top_classes(payload: Any, labels: list[str], k: int = TOP_K) -> list[dict]:
             if key in payload:
                 return top_classes(payload[key], labels, k)
         pairs = [(str(name), _number(value)) for name, value in payload.items()]
-        if pairs and all(score is not None for _, score in pairs):
-            ranked = sorted(pairs, key=lambda pair: pair[1], reverse=True)[:k]
+        scored = [(name, score) for name, score in pairs if score is not None]
+        if pairs and len(scored) == len(pairs):
+            ranked = sorted(scored, key=lambda pair: pair[1], reverse=True)[:k]
             return [{"label": name, "probability": score, "class": None} for name, score in ranked]
         return []
     if not isinstance(payload, list) or not payload:
@@ -165,7 +166,7 @@ def top_classes(payload: Any, labels: list[str], k: int = TOP_K) -> list[dict]:
     if len(payload) == 1 and isinstance(payload[0], list):
         return top_classes(payload[0], labels, k)
     if all(isinstance(item, dict) for item in payload):
-        found = []
+        found: list[dict[str, Any]] = []
         for item in payload:
             score = next(
                 (_number(item.get(key)) for key in ("probability", "score", "confidence") if key in item),
@@ -177,9 +178,10 @@ def top_classes(payload: Any, labels: list[str], k: int = TOP_K) -> list[dict]:
                 found.append({"label": str(label), "probability": score, "class": index})
         return sorted(found, key=lambda entry: entry["probability"], reverse=True)[:k]
     scores = [_number(item) for item in payload]
-    if all(score is not None for score in scores):
-        best = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[:k]
-        return [{"label": _label(i, labels), "probability": scores[i], "class": i} for i in best]
+    numbers = [score for score in scores if score is not None]
+    if len(numbers) == len(scores):
+        best = sorted(range(len(numbers)), key=lambda i: numbers[i], reverse=True)[:k]
+        return [{"label": _label(i, labels), "probability": numbers[i], "class": i} for i in best]
     return []
 
 
@@ -298,7 +300,7 @@ def _read_scores(outcome: Outcome, labels: list[str]) -> None:
 
 def scoring_run_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     deployment: Deployment,
     image: bytes,
     image_name: str = "",

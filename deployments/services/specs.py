@@ -33,7 +33,7 @@ def cluster_spec(cluster: Cluster) -> ClusterSpec:
         cluster_purpose=cluster.cluster_purpose,
         location=cluster.location,
         attach_resource_id=cluster.attach_resource_id,
-        workspace=workspace_spec(cluster.workspace) if cluster.workspace_id else None,
+        workspace=workspace_spec(cluster.workspace) if cluster.workspace is not None else None,
     )
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.roles import deployer_required
+from accounts.roles import AuthedRequest, deployer_required
 from deployments import selectors
 from deployments.forms import ClusterForm, ConfirmForm
 from deployments.models import Cluster
@@ -15,7 +15,7 @@ from deployments.services import Refused, cluster_create, cluster_delete
 
 
 @require_GET
-def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def cluster_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     cluster = get_object_or_404(Cluster.objects.select_related("owner", "workspace"), pk=pk)
     return render(
         request,
@@ -31,7 +31,7 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @deployer_required
-def cluster_new(request: HttpRequest) -> HttpResponse:
+def cluster_new(request: AuthedRequest) -> HttpResponse:
     form = ClusterForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -54,7 +54,7 @@ def cluster_new(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @deployer_required
-def cluster_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+def cluster_delete_view(request: AuthedRequest, pk: int) -> HttpResponse:
     cluster = get_object_or_404(Cluster, pk=pk)
     form = ConfirmForm(request.POST)
     if not form.is_valid():

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.roles import deployer_required
+from accounts.roles import AuthedRequest, deployer_required
 from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.environments import check_environment, runtime_version
@@ -66,7 +66,7 @@ def _check_or_start(
 
 @deployer_required
 @streamed_uploads(TEXT_UPLOADS_MAX_BYTES)
-def deployment_new(request: HttpRequest) -> HttpResponse:
+def deployment_new(request: AuthedRequest) -> HttpResponse:
     initial = {"cluster": request.GET["cluster"]} if request.GET.get("cluster") else None
     if request.method == "POST":
         form = DeploymentForm(request.POST, request.FILES)
@@ -97,7 +97,7 @@ def deployment_new(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _deployment(pk)
     environment = check_environment(deployment.environment_yaml)
     return render(
@@ -123,13 +123,13 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def deployment_status(request: HttpRequest, pk: int) -> HttpResponse:
+def deployment_status(request: AuthedRequest, pk: int) -> HttpResponse:
     """The part of the deployment page that refreshes itself."""
     return render(request, "deployments/_deployment_status.html", {"deployment": _deployment(pk)})
 
 
 @require_GET
-def deployment_logs_part(request: HttpRequest, pk: int) -> HttpResponse:
+def deployment_logs_part(request: AuthedRequest, pk: int) -> HttpResponse:
     """The last lines of each replica's log; the page reloads this every few seconds."""
     deployment = _deployment(pk)
     return render(
@@ -141,7 +141,7 @@ def deployment_logs_part(request: HttpRequest, pk: int) -> HttpResponse:
 
 @deployer_required
 @streamed_uploads(TEXT_UPLOADS_MAX_BYTES)
-def deployment_update_view(request: HttpRequest, pk: int) -> HttpResponse:
+def deployment_update_view(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _deployment(pk)
     if request.method == "POST":
         form = DeploymentUpdateForm(request.POST, request.FILES, deployment=deployment)
@@ -178,7 +178,7 @@ def deployment_update_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @deployer_required
-def deployment_rollback_view(request: HttpRequest, pk: int) -> HttpResponse:
+def deployment_rollback_view(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _deployment(pk)
     form = RollbackForm(request.POST)
     if not form.is_valid():
@@ -203,7 +203,7 @@ def deployment_history_url(deployment: Deployment) -> str:
 
 @require_POST
 @deployer_required
-def deployment_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+def deployment_delete_view(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _deployment(pk)
     form = ConfirmForm(request.POST)
     if not form.is_valid():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from accounts.roles import deployer_required
+from accounts.roles import AuthedRequest, deployer_required
 from deployments.forms import KeyForm
 from deployments.models import Deployment
 from deployments.services import Refused
@@ -21,7 +21,7 @@ def _keys_url(pk: int) -> str:
 
 @require_POST
 @deployer_required
-def key_reveal(request: HttpRequest, pk: int) -> HttpResponse:
+def key_reveal(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("cluster"), pk=pk)
     form = KeyForm(request.POST)
     if not form.is_valid():
@@ -43,7 +43,7 @@ def key_reveal(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @deployer_required
-def key_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
+def key_regenerate(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("cluster", "model"), pk=pk)
     form = KeyForm(request.POST)
     if not form.is_valid():

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET
 
-from accounts.roles import deployer_required
+from accounts.roles import AuthedRequest, deployer_required
 from deployments.forms import ModelUploadForm
 from deployments.model_archives import LABELS_MAX_BYTES, human_size, upload_max_bytes
 from deployments.models import Deployment, RegisteredModel
@@ -27,7 +27,7 @@ def _live_deployments() -> Prefetch:
 
 
 @require_GET
-def model_list(request: HttpRequest) -> HttpResponse:
+def model_list(request: AuthedRequest) -> HttpResponse:
     models = (
         RegisteredModel.objects.select_related("registered_by")
         .prefetch_related(_live_deployments())
@@ -37,7 +37,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def model_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     model = get_object_or_404(
         RegisteredModel.objects.select_related("registered_by").prefetch_related(_live_deployments()), pk=pk
     )
@@ -52,7 +52,7 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @deployer_required
 @streamed_uploads(upload_max_bytes, field_limits={"labels": LABELS_MAX_BYTES})
-def model_new(request: HttpRequest) -> HttpResponse:
+def model_new(request: AuthedRequest) -> HttpResponse:
     initial = {"name": request.GET["name"]} if request.GET.get("name") else None
     if request.method == "POST":
         form = ModelUploadForm(request.POST, request.FILES)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from accounts.roles import AuthedRequest
 from deployments.models import Operation
 
 
 @require_GET
-def operation_list(request: HttpRequest) -> HttpResponse:
+def operation_list(request: AuthedRequest) -> HttpResponse:
     operations = Operation.objects.order_by("-created_at")[:200]
     return render(request, "deployments/operation_list.html", {"operations": operations})
 
 
 @require_GET
-def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def operation_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     operation = get_object_or_404(Operation.objects.select_related("cluster", "deployment"), pk=pk)
     lines = list(operation.lines.all()[:2000])
     return render(
@@ -27,11 +28,11 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def operation_progress(request: HttpRequest, pk: int) -> JsonResponse:
+def operation_progress(request: AuthedRequest, pk: int) -> JsonResponse:
     """Live progress: state, percentage and the log lines after `after` (an id)."""
     operation = get_object_or_404(Operation, pk=pk)
-    after = request.GET.get("after", "")
-    after = int(after) if after.isdigit() else 0
+    after_text = request.GET.get("after", "")
+    after = int(after_text) if after_text.isdigit() else 0
     lines = list(operation.lines.filter(id__gt=after).values("id", "created_at", "text")[:500])
     target = ""
     if operation.deployment_id:

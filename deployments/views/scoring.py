@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from accounts.roles import can_deploy
+from accounts.roles import AuthedRequest, can_deploy
 from deployments.forms import TestScoringForm
 from deployments.models import Deployment, ScoringRun
 from deployments.services import Refused
@@ -53,7 +53,7 @@ def score_bars(run: ScoringRun | None) -> list[dict]:
 @_deployer_for_post
 @streamed_uploads(MAX_IMAGE_BYTES)
 @require_http_methods(["GET", "POST"])
-def deployment_test(request: HttpRequest, pk: int) -> HttpResponse:
+def deployment_test(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("cluster", "model"), pk=pk)
     form = TestScoringForm(request.POST, request.FILES) if request.method == "POST" else TestScoringForm()
     run = None
@@ -93,7 +93,7 @@ def deployment_test(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def scoring_run_thumbnail(request: HttpRequest, pk: int) -> HttpResponse:
+def scoring_run_thumbnail(request: AuthedRequest, pk: int) -> HttpResponse:
     """The PNG thumbnail of one of a deployment's test runs (?run=<id>; the latest run without it)."""
     runs = ScoringRun.objects.filter(deployment_id=pk).only("thumbnail")
     run_id = request.GET.get("run", "")

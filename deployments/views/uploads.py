@@ -11,6 +11,8 @@ from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
+_HANDLER = "upload_handler"  # the request's LimitedUploadHandler, kept on the request
+
 
 class CutOffUpload(UploadedFile):
     """A file that grew past its limit: no content kept, only its name and the size it reached.
@@ -19,7 +21,7 @@ class CutOffUpload(UploadedFile):
     nothing had been uploaded (and, say, deploying the text box's script in place of the uploaded one).
     """
 
-    def __init__(self, name: str, size: int, content_type: str | None) -> None:
+    def __init__(self, name: str | None, size: int, content_type: str | None) -> None:
         super().__init__(io.BytesIO(), name, content_type, size)
 
 
@@ -70,8 +72,9 @@ def streamed_uploads(max_bytes: Callable[[], int] | int, field_limits: dict[str,
         @wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             limit = max_bytes() if callable(max_bytes) else max_bytes
-            request.upload_handler = LimitedUploadHandler(request, limit, field_limits)
-            request.upload_handlers = [request.upload_handler]
+            handler = LimitedUploadHandler(request, limit, field_limits)
+            setattr(request, _HANDLER, handler)  # for too_large, once the view has read the body
+            request.upload_handlers = [handler]
             return protected(request, *args, **kwargs)
 
         return wrapped
@@ -80,5 +83,5 @@ def streamed_uploads(max_bytes: Callable[[], int] | int, field_limits: dict[str,
 
 
 def too_large(request: HttpRequest, field: str) -> bool:
-    handler = getattr(request, "upload_handler", None)
+    handler = getattr(request, _HANDLER, None)
     return handler is not None and field in handler.too_large

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -185,7 +186,10 @@ class AzureClusterForm(ClusterBaseForm):
         if not self.is_bound:
             first_gpu = gpu_sizes(self.today)
             self.initial.setdefault("vm_size", first_gpu[0].vm_size if first_gpu else "")
-            self.initial.setdefault("workspace", self.fields["workspace"].queryset.first())
+            workspaces = self.fields["workspace"]
+            # The field declared above, with its queryset.
+            assert isinstance(workspaces, forms.ModelChoiceField) and workspaces.queryset is not None
+            self.initial.setdefault("workspace", workspaces.queryset.first())
 
     def clean_workspace(self) -> Workspace:
         workspace = self.cleaned_data["workspace"]
@@ -196,8 +200,9 @@ class AzureClusterForm(ClusterBaseForm):
             )
         return workspace
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()  # Form.clean returns self.cleaned_data
+        data = self.cleaned_data
         if data.get("mode") == self.ATTACH:
             resource_id = (data.get("attach_resource_id") or "").strip()
             if not resource_id:

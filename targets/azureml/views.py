@@ -6,11 +6,11 @@ Each view: permission check, form validation, one service call, redirect to the 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.roles import admin_required, deployer_required
+from accounts.roles import AuthedRequest, admin_required, deployer_required
 from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.forms import ConfirmForm
@@ -37,7 +37,7 @@ from targets.azureml.services.workspaces import (
 
 
 @require_GET
-def workspace_list(request: HttpRequest) -> HttpResponse:
+def workspace_list(request: AuthedRequest) -> HttpResponse:
     findings = list(azure_selectors.external_resources_open())
     return render(
         request,
@@ -51,7 +51,7 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
 
 
 @admin_required
-def workspace_new(request: HttpRequest) -> HttpResponse:
+def workspace_new(request: AuthedRequest) -> HttpResponse:
     form = WorkspaceForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -64,7 +64,7 @@ def workspace_new(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def workspace_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def workspace_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     workspace = get_object_or_404(Workspace.objects.select_related("created_by"), pk=pk)
     findings = list(azure_selectors.external_resources_open(workspace))
     return render(
@@ -85,7 +85,7 @@ def workspace_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @admin_required
-def workspace_test_view(request: HttpRequest, pk: int) -> HttpResponse:
+def workspace_test_view(request: AuthedRequest, pk: int) -> HttpResponse:
     workspace = get_object_or_404(Workspace, pk=pk)
     form = ConfirmForm(request.POST)
     key = form.cleaned_data["idempotency_key"] if form.is_valid() else None
@@ -94,7 +94,7 @@ def workspace_test_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @admin_required
-def workspace_secret_view(request: HttpRequest, pk: int) -> HttpResponse:
+def workspace_secret_view(request: AuthedRequest, pk: int) -> HttpResponse:
     workspace = get_object_or_404(Workspace, pk=pk)
     form = WorkspaceSecretForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -114,7 +114,7 @@ def workspace_secret_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @admin_required
-def workspace_sync_view(request: HttpRequest, pk: int) -> HttpResponse:
+def workspace_sync_view(request: AuthedRequest, pk: int) -> HttpResponse:
     workspace = get_object_or_404(Workspace, pk=pk)
     azure_sync_request(workspace=workspace)
     messages.info(
@@ -127,7 +127,7 @@ def workspace_sync_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @deployer_required
-def azure_cluster_new(request: HttpRequest) -> HttpResponse:
+def azure_cluster_new(request: AuthedRequest) -> HttpResponse:
     initial = {"workspace": request.GET["workspace"]} if request.GET.get("workspace", "").isdigit() else None
     form = AzureClusterForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -175,7 +175,7 @@ def _azure_deployment(pk: int) -> Deployment:
 
 
 @require_GET
-def azure_deployment(request: HttpRequest, pk: int) -> HttpResponse:
+def azure_deployment(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _azure_deployment(pk)
     logs = azure_selectors.deployment_latest_logs(deployment)
     return render(
@@ -194,7 +194,7 @@ def azure_deployment(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @deployer_required
-def azure_key_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
+def azure_key_regenerate(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _azure_deployment(pk)
     form = AzureKeyForm(request.POST)
     if not form.is_valid():
@@ -215,7 +215,7 @@ def azure_key_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @deployer_required
-def azure_logs(request: HttpRequest, pk: int) -> HttpResponse:
+def azure_logs(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _azure_deployment(pk)
     form = AzureLogsForm(request.POST)
     lines = (form.cleaned_data.get("lines") if form.is_valid() else None) or 200

@@ -223,29 +223,31 @@ class LocalBackend:
             elif not dead:
                 error = rollout.get("error", "the rolling update failed")
         instance = status.get("instance", "")
+        # Numbers, and also the sandbox's state and the replica table: not only floats.
+        stats: dict[str, Any] = dict(
+            status.get("stats") or {},
+            rollout_generation=rollout.get("generation", 0),
+            sandbox=status.get("sandbox") or {},  # the deployment page says when it is off, and why
+            # The page's replica table: state, restarts, and how each last ended (as kubectl shows).
+            replicas=[
+                {
+                    "name": r["name"],
+                    "state": r["state"],
+                    "restarts": r.get("restarts", 0),
+                    "last_termination": r.get("last_termination"),
+                    "rss_mb": round((r.get("rss_bytes") or 0) / 2**20),
+                }
+                for r in listed
+            ],
+            memory_limit_mb=(status.get("spec") or {}).get("memory_limit_mb", 0),
+        )
         return ServiceObservation(
             state=state,
             scoring_uri=status.get("scoring_uri", ""),
             swagger_uri=status.get("swagger_uri", ""),
             replicas=replicas,
             error=error,
-            stats=dict(
-                status.get("stats") or {},
-                rollout_generation=rollout.get("generation", 0),
-                sandbox=status.get("sandbox") or {},  # the deployment page says when it is off, and why
-                # The page's replica table: state, restarts, and how each last ended (as kubectl shows).
-                replicas=[
-                    {
-                        "name": r["name"],
-                        "state": r["state"],
-                        "restarts": r.get("restarts", 0),
-                        "last_termination": r.get("last_termination"),
-                        "rss_mb": round((r.get("rss_bytes") or 0) / 2**20),
-                    }
-                    for r in listed
-                ],
-                memory_limit_mb=(status.get("spec") or {}).get("memory_limit_mb", 0),
-            ),
+            stats=stats,
             events=tuple(
                 {**event, "id": f"{instance}#{event['seq']}"} for event in status.get("events") or []
             ),

@@ -8,6 +8,7 @@ already uses: the audit log is never left unguarded. Every transactional test's 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import import_module
 
 from django.core.management.commands import flush
@@ -24,11 +25,12 @@ class Command(flush.Command):
             return super().handle(**options)
         execute_sql_flush = connection.ops.execute_sql_flush
 
-        def flush_around_triggers(sql_list: list[str]) -> None:
+        def flush_around_triggers(sql_list: Iterable[str]) -> None:
             # One list, so one transaction: Django's execute_sql_flush runs it inside atomic().
             execute_sql_flush([*_triggers.SQLITE_DROP, *sql_list, *_triggers.SQLITE_TRIGGERS])
 
-        connection.ops.execute_sql_flush = flush_around_triggers
+        # Shadowing the method on this one instance, for the length of the flush, is the point.
+        connection.ops.execute_sql_flush = flush_around_triggers  # type: ignore[method-assign]
         try:
             return super().handle(**options)
         finally:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -62,7 +61,7 @@ class Command(BaseCommand):
             )
             self.stdout.write(f"Registered the demo model {model}.")
 
-    def _check_admin_password(self, password: str, user: AbstractBaseUser) -> None:
+    def _check_admin_password(self, password: str, user: User) -> None:
         """Django's password validators on LYNX_ADMIN_PASSWORD: production refuses a weak one, a laptop
         warns."""
         try:

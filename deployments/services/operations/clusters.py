@@ -14,8 +14,10 @@ from ..transitions import (
     cluster_transition,
 )
 from .steps import (
+    StepResult,
     creep,
     fail,
+    operation_cluster,
     operation_log,
     overdue,
     poll,
@@ -24,8 +26,8 @@ from .steps import (
 )
 
 
-def cluster_provision_step(operation: Operation) -> float | None:
-    cluster = operation.cluster
+def cluster_provision_step(operation: Operation) -> StepResult:
+    cluster = operation_cluster(operation)
     backend = backend_for(cluster)
     spec = cluster_spec(cluster)
     traits = target_traits(cluster.backend)
@@ -62,8 +64,8 @@ def cluster_provision_step(operation: Operation) -> float | None:
     return poll() * 5 if cluster.backend != "local" else poll()
 
 
-def cluster_delete_step(operation: Operation) -> float | None:
-    cluster = operation.cluster
+def cluster_delete_step(operation: Operation) -> StepResult:
+    cluster = operation_cluster(operation)
     backend = backend_for(cluster)
     spec = cluster_spec(cluster)
     if operation.phase == "submit":

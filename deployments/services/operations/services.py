@@ -14,8 +14,10 @@ from ..transitions import (
     deployment_transition,
 )
 from .steps import (
+    StepResult,
     creep,
     fail,
+    operation_deployment,
     operation_log,
     overdue,
     poll,
@@ -27,8 +29,8 @@ from .steps import (
 MAX_RESUBMITS = 3
 
 
-def service_deploy_step(operation: Operation) -> float | None:
-    deployment = operation.deployment
+def service_deploy_step(operation: Operation) -> StepResult:
+    deployment = operation_deployment(operation)
     backend = backend_for(deployment.cluster)
     spec = service_spec(deployment)
     if operation.phase == "submit":
@@ -90,6 +92,7 @@ def service_deploy_step(operation: Operation) -> float | None:
                 swagger_uri=observed.swagger_uri,
                 error="",
                 message=f"{ready} of {total} replicas ready",
+                actor=None,  # a worker's step: the system (named, so `keys` fills only the key fields)
                 **keys,
             )
             succeed(operation, f"Succeeded: {deployment.name} is Healthy at {observed.scoring_uri}")
@@ -122,8 +125,8 @@ def service_deploy_step(operation: Operation) -> float | None:
     return poll() * target_traits(deployment.cluster.backend).poll_factor
 
 
-def service_delete_step(operation: Operation) -> float | None:
-    deployment = operation.deployment
+def service_delete_step(operation: Operation) -> StepResult:
+    deployment = operation_deployment(operation)
     backend = backend_for(deployment.cluster)
     spec = service_spec(deployment)
     if operation.phase == "submit":
@@ -145,8 +148,8 @@ def service_delete_step(operation: Operation) -> float | None:
 # --- keys and logs -----------------------------------------------------------------------------------
 
 
-def service_key_regenerate_step(operation: Operation) -> float | None:
-    deployment = operation.deployment
+def service_key_regenerate_step(operation: Operation) -> StepResult:
+    deployment = operation_deployment(operation)
     key = operation.params.get("key", "Primary")
     operation_log(operation, f"Replacing the {key.lower()} key of {deployment.name}")
     # Azure's regen_key blocks for a few seconds while it rolls the key out; then the keys are read back.
@@ -160,7 +163,7 @@ def service_key_regenerate_step(operation: Operation) -> float | None:
     return None
 
 
-def service_logs_step(operation: Operation) -> float | None:
+def service_logs_step(operation: Operation) -> StepResult:
     deployment = Deployment.objects.select_related("cluster__workspace", "model").get(
         pk=operation.params["deployment_id"]
     )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -71,7 +71,7 @@ def operation_queue(operation_id: int) -> str | None:
 def operation_start(
     *,
     kind: str,
-    user: AbstractBaseUser | None,
+    user: User | None,
     cluster: Cluster | None = None,
     deployment: Deployment | None = None,
     idempotency_key: str | None = None,
@@ -81,6 +81,8 @@ def operation_start(
 ) -> Operation:
     """Record an operation inside the caller's transaction; a worker picks it up once it commits."""
     resource = deployment or cluster or workspace
+    if resource is None:
+        raise ValueError(f"a {kind} operation needs a deployment, a cluster or a workspace to act on")
     try:
         with transaction.atomic():  # a savepoint: a refused insert leaves the caller's transaction usable
             operation = Operation.objects.create(
@@ -126,21 +128,47 @@ def operation_log(operation: Operation, text: str) -> None:
     OperationLine.objects.create(operation=operation, text=text)
 
 
-def fail(operation: Operation, error: str) -> None:
-    """End the operation and put its resource into Azure's Failed state, all in one transaction."""
+def operation_deployment(operation: Operation) -> Deployment:
+    """The deployment a service operation acts on: set when it was started, for every kind that has one."""
+    if operation.deployment is None:
+        raise ValueError(f"operation {operation.pk} ({operation.kind}) has no deployment")
+    return operation.deployment
+
+
+def operation_cluster(operation: Operation) -> Cluster:
+    """The cluster a cluster operation acts on."""
+    if operation.cluster is None:
+        raise ValueError(f"operation {operation.pk} ({operation.kind}) has no cluster")
+    return operation.cluster
+
+
+def operation_workspace(operation: Operation) -> Workspace:
+    """The workspace a workspace operation acts on."""
+    if operation.workspace is None:
+        raise ValueError(f"operation {operation.pk} ({operation.kind}) has no workspace")
+    return operation.workspace
+
+
+# What a step returns: seconds until its next step, or None once the operation has ended.
+StepResult = float | None
+
+
+def fail(operation: Operation, error: str) -> StepResult:
+    """End the operation and put its resource into Azure's Failed state, all in one transaction.
+    Returns the step's result (None: nothing follows), so a step can `return fail(...)`."""
     operation.refresh_from_db()
     if operation.is_finished:
         return None
     with transaction.atomic():
         operation_log(operation, f"Failed: {error}")
         if operation.kind == OperationKind.WORKSPACE_TEST:
-            workspace_checked(operation.workspace, ok=False, result=error)
+            workspace_checked(operation_workspace(operation), ok=False, result=error)
         elif operation.kind in (OperationKind.SERVICE_KEY_REGENERATE, OperationKind.SERVICE_LOGS):
             pass  # reading logs or replacing a key failed; the service itself is as it was
         elif operation.kind in (OperationKind.CLUSTER_PROVISION, OperationKind.CLUSTER_DELETE):
             try_transition(
                 lambda: cluster_transition(
-                    cluster=operation.cluster,
+                    cluster=operation_cluster(operation),
                     to=ProvisioningState.FAILED,
                     message=error,
                     provisioning_errors=error,
@@ -149,7 +177,10 @@ def fail(operation: Operation, error: str) -> None:
         elif operation.deployment_id:
             try_transition(
                 lambda: deployment_transition(
-                    deployment=operation.deployment, to=ServiceState.FAILED, message=error, error=error
+                    deployment=operation_deployment(operation),
+                    to=ServiceState.FAILED,
+                    message=error,
+                    error=error,
                 )
             )
         operation_transition(operation=operation, to=OperationState.FAILED, error=error)

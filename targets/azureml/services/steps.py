@@ -8,14 +8,20 @@ from django.db import transaction
 
 from deployments.backends.base import BackendError
 from deployments.models import Operation, Workspace
-from deployments.services.operations.steps import operation_log, succeed, workspace_checked
+from deployments.services.operations.steps import (
+    StepResult,
+    operation_log,
+    operation_workspace,
+    succeed,
+    workspace_checked,
+)
 from deployments.services.specs import workspace_spec
 from targets.azureml import v1 as azureml
 from targets.azureml.services.workspaces import connection_problem
 
 
-def workspace_test_step(operation: Operation) -> float | None:
-    workspace = operation.workspace
+def workspace_test_step(operation: Operation) -> StepResult:
+    workspace = operation_workspace(operation)
     operation_log(
         operation,
         f"Signing in to tenant {workspace.tenant_id} as service principal {workspace.client_id} and reading "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from deployments.crypto import encrypt
@@ -80,7 +80,7 @@ def workspace_config(workspace: Workspace) -> dict:
 
 def workspace_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     subscription_id: str,
     resource_group: str,
@@ -137,9 +137,7 @@ def workspace_create(
         raise Refused(f"A workspace named {name} already exists.") from exc
 
 
-def workspace_test(
-    *, user: AbstractBaseUser, workspace: Workspace, idempotency_key: str | None = None
-) -> Operation:
+def workspace_test(*, user: User, workspace: Workspace, idempotency_key: str | None = None) -> Operation:
     """Start a connection test: sign in as the service principal and read the workspace."""
     if existing := operation_by_idempotency_key(idempotency_key):
         return existing
@@ -151,7 +149,7 @@ def workspace_test(
 
 
 def workspace_secret_set(
-    *, user: AbstractBaseUser, workspace: Workspace, client_secret: str, idempotency_key: str | None = None
+    *, user: User, workspace: Workspace, client_secret: str, idempotency_key: str | None = None
 ) -> Operation:
     """Replace the service principal's secret (an expired or rotated one) and test the connection with it."""
     if existing := operation_by_idempotency_key(idempotency_key):
@@ -175,14 +173,15 @@ def workspace_secret_set(
 
 def _azure_deployment(deployment: Deployment) -> Workspace:
     deployment.refresh_from_db()
-    if deployment.cluster.is_local or deployment.cluster.workspace_id is None:
+    cluster = deployment.cluster
+    if cluster.is_local or cluster.workspace is None:  # no workspace_id: None, without a query
         raise Refused(f"{deployment.name} runs on the local target, not on Azure.")
-    return deployment.cluster.workspace
+    return cluster.workspace
 
 
 def deployment_azure_logs_fetch(
     *,
-    user: AbstractBaseUser,
+    user: User,
     deployment: Deployment,
     lines: int = LOG_LINES,
     idempotency_key: str | None = None,

@@ -22,7 +22,8 @@ def _azure_message(body: Any) -> str:
         return str(body)
     if "error_details" in body:
         return _azure_message(body["error_details"])
-    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    inner = body.get("error")
+    error = inner if isinstance(inner, dict) else body
     code, message = error.get("code", ""), error.get("message") or ""
     details = [d.get("message", "") for d in error.get("details") or [] if isinstance(d, dict)]
     text = f"{code}: {message}" if code and code not in message else message
