@@ -186,8 +186,8 @@ def _run(
     from deployments.management.commands.lynx_seed import build_demo_model
     from deployments.models import Deployment, Operation
     from deployments.services import cluster_create, deployment_create, deployment_delete
-    from deployments.services.models import model_register
     from deployments.services.prices import vm_prices_seed
+    from deployments.services.registered_models import model_register
     from deployments.states import ServiceState
 
     log("migrating the bench database...")

@@ -20,7 +20,6 @@ from django.utils import timezone
 from deployments.crypto import encrypt
 from deployments.models import (
     AuditEvent,
-    Backend,
     Cluster,
     Deployment,
     DeploymentRevision,
@@ -28,6 +27,7 @@ from deployments.models import (
     OperationKind,
     RegisteredModel,
     ScoringRun,
+    Target,
     Workspace,
 )
 from deployments.states import OperationState, ProvisioningState, ServiceState
@@ -93,7 +93,7 @@ def populate(
         cluster_rows.append(
             Cluster(
                 name=f"{prefix}c{i}"[:16],
-                backend=Backend.AZUREML if azure else Backend.LOCAL,
+                backend=Target.AZUREML if azure else Target.LOCAL,
                 workspace=workspace if azure else None,
                 vm_size="Standard_NC6s_v3" if azure else "local",
                 node_count=1 + i % 3,
@@ -105,7 +105,7 @@ def populate(
             )
         )
     cluster_rows = Cluster.objects.bulk_create(cluster_rows)
-    local = [c for c in cluster_rows if c.backend == Backend.LOCAL]
+    local = [c for c in cluster_rows if c.backend == Target.LOCAL]
     model_rows = RegisteredModel.objects.bulk_create(
         [
             RegisteredModel(

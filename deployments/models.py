@@ -21,7 +21,7 @@ from deployments.states import (
 )
 
 
-class Backend(models.TextChoices):
+class Target(models.TextChoices):
     LOCAL = "local", "Local (this machine)"
     AZUREML = "azureml", "Azure ML (AKS)"
 
@@ -57,7 +57,7 @@ class Cluster(models.Model):
     """A compute target: the local machine, or an AKS cluster in an Azure ML workspace."""
 
     name = models.CharField(max_length=16)
-    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.LOCAL)
+    backend = models.CharField(max_length=16, choices=Target.choices, default=Target.LOCAL)
     workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.PROTECT)
     vm_size = models.CharField(max_length=64, blank=True)
     node_count = models.PositiveIntegerField(default=1)
@@ -99,7 +99,7 @@ class Cluster(models.Model):
 
     @property
     def is_local(self) -> bool:
-        return self.backend == Backend.LOCAL
+        return self.backend == Target.LOCAL
 
     @property
     def has_gpu(self) -> bool:

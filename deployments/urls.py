@@ -1,6 +1,6 @@
 from django.urls import path
 
-from deployments.views import clusters, deployment_pages, keys, models, operations, scoring
+from deployments.views import clusters, deployment_pages, keys, operations, registered_models, scoring_runs
 
 urlpatterns = [
     path("clusters/new/", clusters.cluster_new, name="cluster_new"),
@@ -19,12 +19,14 @@ urlpatterns = [
     path("deployments/<int:pk>/delete/", deployment_pages.deployment_delete_view, name="deployment_delete"),
     path("deployments/<int:pk>/keys/reveal/", keys.key_reveal, name="deployment_key_reveal"),
     path("deployments/<int:pk>/keys/regenerate/", keys.key_regenerate, name="deployment_key_regenerate"),
-    path("deployments/<int:pk>/test/", scoring.deployment_test, name="deployment_test"),
-    path("deployments/<int:pk>/thumbnail.png", scoring.scoring_run_thumbnail, name="scoring_run_thumbnail"),
+    path("deployments/<int:pk>/test/", scoring_runs.deployment_test, name="deployment_test"),
+    path(
+        "deployments/<int:pk>/thumbnail.png", scoring_runs.scoring_run_thumbnail, name="scoring_run_thumbnail"
+    ),
     path("operations/", operations.operation_list, name="operation_list"),
     path("operations/<int:pk>/", operations.operation_detail, name="operation_detail"),
     path("operations/<int:pk>/progress/", operations.operation_progress, name="operation_progress"),
-    path("models/", models.model_list, name="model_list"),
-    path("models/new/", models.model_new, name="model_new"),
-    path("models/<int:pk>/", models.model_detail, name="model_detail"),
+    path("models/", registered_models.model_list, name="model_list"),
+    path("models/new/", registered_models.model_new, name="model_new"),
+    path("models/<int:pk>/", registered_models.model_detail, name="model_detail"),
 ]

@@ -240,7 +240,7 @@ LYNX_LOCAL_PUBLIC_HOST = os.environ.get("LYNX_LOCAL_PUBLIC_HOST") or (
 LYNX_LOCAL_QUEUE = local_queue()
 LYNX_UPLOADS_DIR = VAR_DIR / "uploads"
 # Django's temporary upload files live under var/ too, so a request killed mid-upload leaves them where the
-# hourly sweep (deployments.services.models.uploads_sweep) finds them, not in the system's /tmp.
+# hourly sweep (deployments.services.registered_models.uploads_sweep) finds them, not in the system's /tmp.
 FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "upload-tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 # What the sweep counts as left behind: anything an upload wrote that is older than this.

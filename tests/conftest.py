@@ -119,7 +119,7 @@ def demo_model(request: pytest.FixtureRequest, demo_model_files: Path):
     """The demo model registered as digits:1 (in whichever database mode the test uses)."""
     transactional = {"transactional_db", "live_server", "celery_processes"} & set(request.fixturenames)
     request.getfixturevalue("transactional_db" if transactional else "db")
-    from deployments.services.models import model_register
+    from deployments.services.registered_models import model_register
 
     return model_register(
         user=None,

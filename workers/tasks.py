@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from deployments.services import services_reconcile
 from deployments.services.expiry import clusters_expiry_check
-from deployments.services.models import uploads_sweep
 from deployments.services.operations import operation_advance, operation_dispatch
+from deployments.services.registered_models import uploads_sweep
 from targets.azureml.services.sync import azure_sync_all, azure_sync_workspace
 from workers.celery import app
 

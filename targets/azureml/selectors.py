@@ -7,12 +7,12 @@ from decimal import Decimal
 from django.db.models import Count, Q, QuerySet
 
 from deployments.models import (
-    Backend,
     Cluster,
     Deployment,
     ExternalResource,
     Operation,
     OperationKind,
+    Target,
     Workspace,
 )
 from deployments.selectors import vm_price_map
@@ -33,7 +33,7 @@ def workspaces_overview() -> QuerySet[Workspace]:
 
 
 def workspace_clusters(workspace: Workspace) -> QuerySet[Cluster]:
-    return Cluster.objects.filter(backend=Backend.AZUREML, workspace=workspace).order_by("-created_at")
+    return Cluster.objects.filter(backend=Target.AZUREML, workspace=workspace).order_by("-created_at")
 
 
 def workspace_operations(workspace: Workspace, limit: int = 20) -> QuerySet[Operation]:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from deployments.crypto import decrypt
 from deployments.models import AuditEvent, ScoringRun
-from deployments.services.scoring import top_classes
+from deployments.services.scoring_runs import top_classes
 from deployments.services.transitions import deployment_transition
 from deployments.states import ServiceState
 from tests.conftest import digit_images

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from deployments.models import ScoringRun
-from deployments.services import scoring as scoring_services
+from deployments.services import scoring_runs as scoring_services
 from tests.deployments.conftest import login, png
 from tests.deployments.test_test_scoring import DEFAULT_SCRIPT_ANSWER, _score
 

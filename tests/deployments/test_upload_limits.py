@@ -20,7 +20,7 @@ from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
 from deployments import model_archives
 from deployments.models import AuditEvent, RegisteredModel
-from deployments.services.models import model_upload, uploads_sweep
+from deployments.services.registered_models import model_upload, uploads_sweep
 from tests.deployments.conftest import login, pack
 
 pytestmark = pytest.mark.django_db

@@ -29,7 +29,7 @@ def run(data):
 @pytest.fixture
 def tiny_model(db, tmp_path: Path):
     """A registered model whose files nobody reads: the entry scripts here ignore it."""
-    from deployments.services.models import model_register
+    from deployments.services.registered_models import model_register
 
     source = tmp_path / "tiny-model"
     source.mkdir()

@@ -708,7 +708,7 @@ def test_the_key_stays_at_the_front_door(hostile):
 
 
 def test_a_replica_cannot_plant_cookies_in_the_dashboards_scoring_client(hostile):
-    from deployments.services import scoring
+    from deployments.services import scoring_runs as scoring
 
     scoring._session().cookies.clear()
     outcome = scoring._post(f"{hostile['base']}/cookie", PRIMARY_KEY, b"\x89PNG", "image/png", 10)
@@ -721,7 +721,7 @@ def test_a_replica_cannot_plant_cookies_in_the_dashboards_scoring_client(hostile
 def test_a_replica_cannot_redirect_the_dashboard_to_a_host_service(hostile):
     """Test scoring follows the replica's 307: the dashboard (outside any sandbox) fetches any URL the replica
     names, and shows what came back to the deployer (response_excerpt)."""
-    from deployments.services import scoring
+    from deployments.services import scoring_runs as scoring
 
     internal = hostile["listeners"]["internal http"]
     to = f"http://127.0.0.1:{internal.port}/latest/meta-data/"

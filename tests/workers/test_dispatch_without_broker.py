@@ -42,7 +42,7 @@ def broker_down(tmp_path: Path) -> Iterator[None]:
 
 @pytest.fixture
 def small_model(tmp_path: Path):
-    from deployments.services.models import model_register
+    from deployments.services.registered_models import model_register
 
     source = tmp_path / "weights"
     source.mkdir()

@@ -15,12 +15,12 @@ import redis
 from django.conf import settings
 
 from deployments.models import (
-    Backend,
     Cluster,
     Deployment,
     Operation,
     OperationKind,
     RegisteredModel,
+    Target,
     Workspace,
 )
 from deployments.services import cluster_create
@@ -54,10 +54,10 @@ def test_local_work_is_queued_for_the_local_host_and_the_rest_for_any_worker(bro
     workspace = Workspace.objects.create(
         name="ws", subscription_id="s", resource_group="rg", workspace_name="ws", tenant_id="t", client_id="c"
     )
-    local = Cluster.objects.create(name="local-gpu", backend=Backend.LOCAL)
+    local = Cluster.objects.create(name="local-gpu", backend=Target.LOCAL)
     aks = Cluster.objects.create(
         name="aks-gpu",
-        backend=Backend.AZUREML,
+        backend=Target.AZUREML,
         workspace=workspace,
         provisioning_state=ProvisioningState.SUCCEEDED,
     )

@@ -14,8 +14,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.roles import ROLES
 from deployments.models import RegisteredModel
-from deployments.services.models import model_register
 from deployments.services.prices import vm_prices_seed
+from deployments.services.registered_models import model_register
 
 DEMO_MODEL_NAME = "digits"
 

@@ -94,7 +94,7 @@ def provision(user, workspace, *, vm_size: str = GPU_SIZE, nodes: int = 1, name:
 @pytest.fixture
 def tiny_model(tmp_path: Path):
     """A registered model version with a few bytes of weights (Azure only stores it)."""
-    from deployments.services.models import model_register
+    from deployments.services.registered_models import model_register
 
     source = tmp_path / "weights"
     source.mkdir()

@@ -14,7 +14,7 @@ from accounts.roles import AuthedRequest, can_deploy
 from deployments.forms import TestScoringForm
 from deployments.models import Deployment, ScoringRun
 from deployments.services import Refused
-from deployments.services.scoring import MAX_IMAGE_BYTES, ImageRefused, pretty_json, scoring_run_create
+from deployments.services.scoring_runs import MAX_IMAGE_BYTES, ImageRefused, pretty_json, scoring_run_create
 from deployments.states import ServiceState
 
 from .uploads import streamed_uploads, too_large

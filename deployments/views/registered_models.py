@@ -15,7 +15,7 @@ from deployments.forms import ModelUploadForm
 from deployments.model_archives import LABELS_MAX_BYTES, human_size, upload_max_bytes
 from deployments.models import Deployment, RegisteredModel
 from deployments.services import Refused
-from deployments.services.models import model_upload
+from deployments.services.registered_models import model_upload
 from deployments.states import ServiceState
 
 from .uploads import streamed_uploads, too_large
