@@ -11,6 +11,6 @@ class AzureMLConfig(AppConfig):
         from deployments.models import OperationKind
         from deployments.services.operations import operation_handler_register
 
-        from .services.steps import workspace_test_step
+        from .services.steps import workspace_test_failed, workspace_test_step
 
-        operation_handler_register(OperationKind.WORKSPACE_TEST, workspace_test_step)
+        operation_handler_register(OperationKind.WORKSPACE_TEST, workspace_test_step, workspace_test_failed)

@@ -28,9 +28,16 @@ from deployments.models import Operation, OperationKind
 from deployments.states import ACTIVE_OPERATION_STATES, OperationState
 
 from ..transitions import TransitionError, operation_transition
-from .clusters import cluster_delete_step, cluster_provision_step
-from .services import service_delete_step, service_deploy_step, service_key_regenerate_step, service_logs_step
+from .clusters import cluster_delete_step, cluster_failed, cluster_provision_step
+from .services import (
+    service_delete_step,
+    service_deploy_step,
+    service_failed,
+    service_key_regenerate_step,
+    service_logs_step,
+)
 from .steps import (
+    FAILURE_HANDLERS,
     MAX_TRANSIENT_RETRIES,
     Refused,
     fail,
@@ -156,9 +163,22 @@ HANDLERS: dict[str, Callable[[Operation], float | None]] = {
 }
 
 
-def operation_handler_register(kind: str, step: Callable[[Operation], float | None]) -> None:
-    """A target's own operation kinds (Azure's connection test) join the engine from its AppConfig.ready."""
+def operation_handler_register(
+    kind: str,
+    step: Callable[[Operation], float | None],
+    failed: Callable[[Operation, str], None] | None = None,
+) -> None:
+    """A target's own operation kinds (Azure's connection test) join the engine from its AppConfig.ready:
+    the step that advances one, and what a failure does to its resource (nothing, when None)."""
     HANDLERS[kind] = step
+    if failed is not None:
+        FAILURE_HANDLERS[kind] = failed
+
+
+for _kind in (OperationKind.CLUSTER_PROVISION, OperationKind.CLUSTER_DELETE):
+    FAILURE_HANDLERS[_kind] = cluster_failed
+for _kind in (OperationKind.SERVICE_DEPLOY, OperationKind.SERVICE_UPDATE, OperationKind.SERVICE_DELETE):
+    FAILURE_HANDLERS[_kind] = service_failed
 
 
 def operations_reclaim_lost() -> list[int]:

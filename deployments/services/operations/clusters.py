@@ -23,6 +23,7 @@ from .steps import (
     poll,
     set_phase,
     succeed,
+    try_transition,
 )
 
 
@@ -101,3 +102,13 @@ def _remove_failed_compute(operation: Operation, backend, spec) -> str:
         return " Lynx could not remove the failed compute target; delete this cluster to try again."
     operation_log(operation, f"Asked Azure to remove the failed compute target {spec.name}")
     return " Lynx asked Azure to remove the failed compute target, so nothing is left billing."
+
+
+def cluster_failed(operation: Operation, error: str) -> None:
+    """A provision or delete that failed leaves the cluster Failed, with Azure's errors."""
+    cluster = operation_cluster(operation)
+    try_transition(
+        lambda: cluster_transition(
+            cluster=cluster, to=ProvisioningState.FAILED, message=error, provisioning_errors=error
+        )
+    )

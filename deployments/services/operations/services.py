@@ -23,6 +23,7 @@ from .steps import (
     poll,
     set_phase,
     succeed,
+    try_transition,
 )
 
 # How often a deploy or update whose replicas vanished (Lynx restarted under it) is submitted again.
@@ -143,6 +144,16 @@ def service_delete_step(operation: Operation) -> StepResult:
     operation_log(operation, f"{observed.state}..")
     set_phase(operation, "wait", creep(operation))
     return poll() * target_traits(deployment.cluster.backend).poll_factor
+
+
+def service_failed(operation: Operation, error: str) -> None:
+    """A deploy, update or delete that failed leaves the deployment Failed, with the error on its page."""
+    deployment = operation_deployment(operation)
+    try_transition(
+        lambda: deployment_transition(
+            deployment=deployment, to=ServiceState.FAILED, message=error, error=error
+        )
+    )
 
 
 # --- keys and logs -----------------------------------------------------------------------------------

@@ -18,18 +18,15 @@ from deployments.models import (
     Cluster,
     Deployment,
     Operation,
-    OperationKind,
     OperationLine,
     Workspace,
 )
-from deployments.states import ACTIVE_OPERATION_STATES, OperationState, ProvisioningState, ServiceState
+from deployments.states import ACTIVE_OPERATION_STATES, OperationState
 from deployments.tasks import ADVANCE_OPERATION, task_send
 
 from ..audit import actor_name, audit_record
 from ..transitions import (
     TransitionError,
-    cluster_transition,
-    deployment_transition,
     operation_transition,
 )
 
@@ -152,37 +149,23 @@ def operation_workspace(operation: Operation) -> Workspace:
 # What a step returns: seconds until its next step, or None once the operation has ended.
 StepResult = float | None
 
+# What an operation kind does to its resource when it fails, inside fail()'s transaction; registered with
+# the kind's steps (operations/__init__.py, or a target's AppConfig.ready). A kind with none (reading logs,
+# replacing a key) leaves its resource as it was.
+FAILURE_HANDLERS: dict[str, Callable[[Operation, str], None]] = {}
+
 
 def fail(operation: Operation, error: str) -> StepResult:
-    """End the operation and put its resource into Azure's Failed state, all in one transaction.
-    Returns the step's result (None: nothing follows), so a step can `return fail(...)`."""
+    """End the operation and let its kind's failure handler put the resource into Azure's Failed state (or
+    whatever that kind does), all in one transaction. Returns the step's result (None: nothing follows), so
+    a step can `return fail(...)`."""
     operation.refresh_from_db()
     if operation.is_finished:
         return None
     with transaction.atomic():
         operation_log(operation, f"Failed: {error}")
-        if operation.kind == OperationKind.WORKSPACE_TEST:
-            workspace_checked(operation_workspace(operation), ok=False, result=error)
-        elif operation.kind in (OperationKind.SERVICE_KEY_REGENERATE, OperationKind.SERVICE_LOGS):
-            pass  # reading logs or replacing a key failed; the service itself is as it was
-        elif operation.kind in (OperationKind.CLUSTER_PROVISION, OperationKind.CLUSTER_DELETE):
-            try_transition(
-                lambda: cluster_transition(
-                    cluster=operation_cluster(operation),
-                    to=ProvisioningState.FAILED,
-                    message=error,
-                    provisioning_errors=error,
-                )
-            )
-        elif operation.deployment_id:
-            try_transition(
-                lambda: deployment_transition(
-                    deployment=operation_deployment(operation),
-                    to=ServiceState.FAILED,
-                    message=error,
-                    error=error,
-                )
-            )
+        if (failed := FAILURE_HANDLERS.get(operation.kind)) is not None:
+            failed(operation, error)
         operation_transition(operation=operation, to=OperationState.FAILED, error=error)
     return None
 

@@ -38,3 +38,8 @@ def workspace_test_step(operation: Operation) -> StepResult:
         workspace_checked(workspace, ok=True, result=found)
         succeed(operation, f"Succeeded: {found}")
     return None
+
+
+def workspace_test_failed(operation: Operation, error: str) -> None:
+    """A connection test that failed records why on the workspace's page."""
+    workspace_checked(operation_workspace(operation), ok=False, result=error)
