@@ -29,6 +29,7 @@ from .state_dir import (
     SUPERVISOR_LOG,
     is_locked,
     lock_holder_pid,
+    process_alive,
 )
 
 __all__ = [
@@ -123,7 +124,7 @@ def spawn(
     # Return once it holds the lock (a fraction of a second) or has given up: otherwise a stop() right after
     # spawn() would find nothing running and the new supervisor would live on unowned.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _process_alive(pid):
+    while time.monotonic() < deadline and process_alive(pid):
         if is_locked(state_dir) and lock_holder_pid(state_dir) == pid:
             break
         time.sleep(0.02)
@@ -188,20 +189,6 @@ def roll(state_dir: Path, desired: dict[str, Any]) -> str:
     return request_id
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has exited; it only waits for its parent
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _known_pids(status: dict[str, Any] | None) -> set[int]:
     pids: set[int] = set()
     for group in ("replicas", "retiring"):
@@ -237,7 +224,7 @@ def _finish_stop(state_dir: Path, pid: int | None, pids: set[int], timeout: floa
     everyone = {pid, *pids}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_running(state_dir) and not any(_process_alive(p) for p in everyone):
+        if not is_running(state_dir) and not any(process_alive(p) for p in everyone):
             return True
         time.sleep(0.02)
     # Last resort. Only a process group of its own (spawn() makes one) is killed whole: a supervisor started
@@ -253,7 +240,7 @@ def _finish_stop(state_dir: Path, pid: int | None, pids: set[int], timeout: floa
         except ProcessLookupError:
             pass
     end = time.monotonic() + 5
-    while time.monotonic() < end and (is_running(state_dir) or any(_process_alive(p) for p in everyone)):
+    while time.monotonic() < end and (is_running(state_dir) or any(process_alive(p) for p in everyone)):
         time.sleep(0.05)
     return False
 

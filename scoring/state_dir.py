@@ -15,6 +15,11 @@ STATUS_FILE = "status.json"  # rewritten atomically about every second
 DESIRED_FILE = "desired.json"  # written by control.roll() before SIGUSR2
 SUPERVISOR_LOG = "supervisor.log"  # the supervisor's stdout/stderr when started by control.spawn()
 LOG_DIR = "logs"  # logs/replica-<i>.log
+# Written by the local backend, which starts the supervisor:
+KEY_FILE = "keys.json"  # the two scoring keys, 0600; the front proxy re-reads it when it changes
+PORT_FILE = "port"  # the front port reserved for the deployment
+SPAWNED_AT_FILE = "spawned_at"  # when the supervisor was last started (a grace period before judging it)
+SUPERVISOR_PID_FILE = "supervisor.pid"  # the pid it was started with, to tell a refusal from a slow start
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # unexpected error
@@ -71,3 +76,25 @@ def lock_holder_pid(state_dir: Path) -> int | None:
         return int(text) if text else None
     except (OSError, ValueError):
         return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether the process runs: it exists and is not a zombie (exited, waiting for its parent to reap it).
+
+    A process that exists but is another user's counts as alive; one that vanishes between the two checks
+    as gone. Without /proc (not Linux), existing is all that can be known.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # "pid (comm) state …": comm may itself hold ") ", so split at the last one.
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    except OSError:
+        return True

@@ -11,7 +11,6 @@ without it and says so; production refuses to deploy.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -34,6 +33,14 @@ from deployments.backends.base import (
 )
 from deployments.crypto import new_key
 from scoring import control, sandbox
+from scoring.state_dir import (
+    KEY_FILE,
+    PORT_FILE,
+    SPAWNED_AT_FILE,
+    SUPERVISOR_LOG,
+    SUPERVISOR_PID_FILE,
+    process_alive,
+)
 
 # How long a freshly spawned supervisor may take to take its lock and write its first status.
 SPAWN_GRACE_SECONDS = 30
@@ -113,7 +120,7 @@ class LocalBackend:
         return self.root / "services" / spec.name
 
     def _write_keys(self, state_dir: Path, primary: str, secondary: str) -> None:
-        control.write_key_file(state_dir / "keys.json", primary, secondary)
+        control.write_key_file(state_dir / KEY_FILE, primary, secondary)
 
     def deploy_service(self, spec: ServiceSpec) -> None:
         if spec.gpu_enabled and host_gpus()[0] == 0:
@@ -129,7 +136,7 @@ class LocalBackend:
     def _spawn(self, spec: ServiceSpec, state_dir: Path, *, sandboxed: bool) -> None:
         # The port never moves while the deployment exists: clients hold its scoring URI. Lynx reserves it in
         # the database at creation (spec.port); a deployment from before that keeps the first port it got.
-        port_file = state_dir / "port"
+        port_file = state_dir / PORT_FILE
         port = spec.port or (int(port_file.read_text()) if port_file.exists() else control.free_port())
         bind_host, public_host = self.hosts()
         if not _port_bindable(bind_host, port):
@@ -139,7 +146,7 @@ class LocalBackend:
                 "process, then deploy again."
             )
         port_file.write_text(str(port))
-        (state_dir / "spawned_at").write_text(str(time.time()))
+        (state_dir / SPAWNED_AT_FILE).write_text(str(time.time()))
         pid = control.spawn(
             state_dir=state_dir,
             entry_script=spec.entry_script,
@@ -148,7 +155,7 @@ class LocalBackend:
             model_version=spec.model_version,
             port=port,
             replicas=spec.replicas,
-            key_file=state_dir / "keys.json",
+            key_file=state_dir / KEY_FILE,
             max_batch_size=spec.max_batch_size,
             max_batch_wait_ms=spec.max_batch_wait_ms,
             memory_limit_mb=memory_limit_mb(spec),
@@ -156,7 +163,7 @@ class LocalBackend:
             host=bind_host,
             public_host=public_host,
         )
-        (state_dir / "supervisor.pid").write_text(str(pid))
+        (state_dir / SUPERVISOR_PID_FILE).write_text(str(pid))
 
     def update_service(self, spec: ServiceSpec) -> None:
         state_dir = self.state_dir(spec)
@@ -254,17 +261,17 @@ class LocalBackend:
         )
 
     def _recently_spawned(self, state_dir: Path) -> bool:
-        stamp = state_dir / "spawned_at"
+        stamp = state_dir / SPAWNED_AT_FILE
         return stamp.exists() and time.time() - float(stamp.read_text() or 0) < SPAWN_GRACE_SECONDS
 
     def _supervisor_exited(self, state_dir: Path) -> bool:
-        pid_file = state_dir / "supervisor.pid"
+        pid_file = state_dir / SUPERVISOR_PID_FILE
         if not pid_file.exists():
             return False
-        return not _pid_alive(int(pid_file.read_text()))
+        return not process_alive(int(pid_file.read_text()))
 
     def _supervisor_log_tail(self, state_dir: Path, lines: int = 20) -> str:
-        log = state_dir / "supervisor.log"
+        log = state_dir / SUPERVISOR_LOG
         if not log.exists():
             return "the replica supervisor is not running"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
@@ -327,21 +334,6 @@ def _port_bindable(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by the worker that spawned it) counts as exited.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
 
 
 def make_backend(cluster: ClusterSpec) -> Backend:
