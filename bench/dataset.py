@@ -27,7 +27,6 @@ from deployments.models import (
     OperationKind,
     RegisteredModel,
     ScoringRun,
-    Target,
     Workspace,
 )
 from deployments.states import OperationState, ProvisioningState, ServiceState
@@ -93,7 +92,7 @@ def populate(
         cluster_rows.append(
             Cluster(
                 name=f"{prefix}c{i}"[:16],
-                backend=Target.AZUREML if azure else Target.LOCAL,
+                backend="azureml" if azure else "local",
                 workspace=workspace if azure else None,
                 vm_size="Standard_NC6s_v3" if azure else "local",
                 node_count=1 + i % 3,
@@ -105,7 +104,7 @@ def populate(
             )
         )
     cluster_rows = Cluster.objects.bulk_create(cluster_rows)
-    local = [c for c in cluster_rows if c.backend == Target.LOCAL]
+    local = [c for c in cluster_rows if c.backend == "local"]
     model_rows = RegisteredModel.objects.bulk_create(
         [
             RegisteredModel(

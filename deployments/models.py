@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from deployments.backends import target_choices, target_traits
 from deployments.states import (
     ACTIVE_OPERATION_STATES,
     OperationState,
@@ -20,10 +21,8 @@ from deployments.states import (
     ServiceState,
 )
 
-
-class Target(models.TextChoices):
-    LOCAL = "local", "Local (this machine)"
-    AZUREML = "azureml", "Azure ML (AKS)"
+# The target every install has, and a new cluster's default. The others come from settings.LYNX_TARGETS.
+LOCAL_TARGET = "local"
 
 
 class Workspace(models.Model):
@@ -57,7 +56,9 @@ class Cluster(models.Model):
     """A compute target: the local machine, or an AKS cluster in an Azure ML workspace."""
 
     name = models.CharField(max_length=16)
-    backend = models.CharField(max_length=16, choices=Target.choices, default=Target.LOCAL)
+    # Which target (settings.LYNX_TARGETS): the choices come from the registry, so adding a target is its
+    # package and one line there.
+    backend = models.CharField(max_length=16, choices=target_choices, default=LOCAL_TARGET)
     workspace = models.ForeignKey(Workspace, null=True, blank=True, on_delete=models.PROTECT)
     vm_size = models.CharField(max_length=64, blank=True)
     node_count = models.PositiveIntegerField(default=1)
@@ -99,7 +100,8 @@ class Cluster(models.Model):
 
     @property
     def is_local(self) -> bool:
-        return self.backend == Target.LOCAL
+        """Runs on this host (templates say "local" instead of naming a workspace)."""
+        return target_traits(self.backend).on_this_host
 
     @property
     def has_gpu(self) -> bool:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_domain_and_the_pages_ask_the_target_instead_of_branching_on_its_name():
     """What differs between targets is declared by each (TargetTraits); only the models name them."""
     branching = re.compile(r"\.is_local\b|(Target|Backend(Kind)?)\.(LOCAL|AZUREML)\b|== \"(local|azureml)\"")
-    defaults = re.compile(r"default=|^\s*\w+: str = Target\.\w+,$")  # a default branches on nothing
+    defaults = re.compile(r"default=|^\s*\w+: str = LOCAL_TARGET,$")  # a default branches on nothing
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for package in ("deployments", "dashboard", "workers", "lynx", "accounts")

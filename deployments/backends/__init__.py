@@ -35,6 +35,11 @@ def target_traits(kind: str) -> TargetTraits:
     return import_string(f"{_package(kind)}.backend.TRAITS")
 
 
+def target_choices() -> list[tuple[str, str]]:
+    """Cluster.backend's choices: every registered target, with its label."""
+    return [(kind, target_traits(kind).label) for kind in settings.LYNX_TARGETS]
+
+
 def targets_on_this_host() -> list[str]:
     """The targets whose work only the local queue's host can do."""
     return [kind for kind in settings.LYNX_TARGETS if target_traits(kind).on_this_host]

@@ -119,6 +119,7 @@ class TargetTraits:
     """What differs between targets, declared by each (`TRAITS` in targets/<name>/backend.py), so the domain
     asks the target instead of branching on its name."""
 
+    label: str  # what the pages call it
     poll_factor: int  # observe every poll_factor × LYNX_POLL_SECONDS: a cloud call is slow and costs quota
     makes_keys: bool  # the target makes a service's scoring keys (read once Healthy); else Lynx, at creation
     reserves_port: bool  # Lynx reserves the scoring port at creation, so the scoring URI never changes

@@ -7,7 +7,7 @@ from datetime import datetime
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
-from deployments.models import Cluster, Operation, OperationKind, Target, Workspace
+from deployments.models import LOCAL_TARGET, Cluster, Operation, OperationKind, Workspace
 from deployments.states import LIVE_SERVICE_STATES, ProvisioningState, ServiceState
 
 from .audit import audit_record
@@ -19,7 +19,7 @@ def cluster_create(
     *,
     user: User,
     name: str,
-    backend: str = Target.LOCAL,
+    backend: str = LOCAL_TARGET,
     workspace: Workspace | None = None,
     vm_size: str = "",
     node_count: int = 1,

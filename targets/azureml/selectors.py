@@ -12,12 +12,12 @@ from deployments.models import (
     ExternalResource,
     Operation,
     OperationKind,
-    Target,
     Workspace,
 )
 from deployments.selectors import vm_price_map
 from deployments.states import ProvisioningState
 from deployments.vm_sizes import vm_size_info
+from targets.azureml import KIND as AZUREML
 
 
 def workspaces_overview() -> QuerySet[Workspace]:
@@ -33,7 +33,7 @@ def workspaces_overview() -> QuerySet[Workspace]:
 
 
 def workspace_clusters(workspace: Workspace) -> QuerySet[Cluster]:
-    return Cluster.objects.filter(backend=Target.AZUREML, workspace=workspace).order_by("-created_at")
+    return Cluster.objects.filter(backend=AZUREML, workspace=workspace).order_by("-created_at")
 
 
 def workspace_operations(workspace: Workspace, limit: int = 20) -> QuerySet[Operation]:

@@ -14,9 +14,10 @@ from accounts.roles import AuthedRequest, admin_required, deployer_required
 from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.forms import ConfirmForm
-from deployments.models import Deployment, Target, Workspace
+from deployments.models import Deployment, Workspace
 from deployments.services import Refused, cluster_create
 from deployments.services.deployments import deployment_key_regenerate
+from targets.azureml import KIND as AZUREML
 from targets.azureml import selectors as azure_selectors
 from targets.azureml.forms import (
     AzureClusterForm,
@@ -136,7 +137,7 @@ def azure_cluster_new(request: AuthedRequest) -> HttpResponse:
             operation = cluster_create(
                 user=request.user,
                 name=data["name"],
-                backend=Target.AZUREML,
+                backend=AZUREML,
                 workspace=data["workspace"],
                 vm_size=data["vm_size"],
                 node_count=data["node_count"],
@@ -167,9 +168,7 @@ def azure_cluster_new(request: AuthedRequest) -> HttpResponse:
 
 def _azure_deployment(pk: int) -> Deployment:
     return get_object_or_404(
-        Deployment.objects.select_related("cluster__workspace", "model").filter(
-            cluster__backend=Target.AZUREML
-        ),
+        Deployment.objects.select_related("cluster__workspace", "model").filter(cluster__backend=AZUREML),
         pk=pk,
     )
 

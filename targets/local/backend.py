@@ -342,6 +342,7 @@ def make_backend(cluster: ClusterSpec) -> Backend:
 
 
 TRAITS = TargetTraits(
+    label="Local (this machine)",
     poll_factor=1,
     makes_keys=False,
     reserves_port=True,

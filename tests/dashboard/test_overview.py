@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from deployments.crypto import encrypt
-from deployments.models import AuditEvent, Cluster, Deployment, Target, VmPrice, VmPriceChange, Workspace
+from deployments.models import AuditEvent, Cluster, Deployment, VmPrice, VmPriceChange, Workspace
 from deployments.services.prices import vm_price_set, vm_prices_seed
 from deployments.states import ProvisioningState
 from tests.deployments.factories import ready_cluster, start_deployment
@@ -43,7 +43,7 @@ def azure_cluster(
     )
     values = dict(
         name=name,
-        backend=Target.AZUREML,
+        backend="azureml",
         workspace=workspace,
         vm_size=vm_size,
         node_count=node_count,

@@ -18,7 +18,6 @@ from deployments.models import (
     AuditEvent,
     Cluster,
     RegisteredModel,
-    Target,
     VmPrice,
     VmPriceChange,
 )
@@ -37,7 +36,7 @@ def cluster_row(
     name,
     *,
     hours_ago: float,
-    backend=Target.AZUREML,
+    backend="azureml",
     vm_size="Standard_NC4as_T4_v3",
     node_count=1,
     deleted_hours_ago: float | None = None,
@@ -78,7 +77,7 @@ def _moved_to(change: VmPriceChange, when: datetime) -> None:
 
 
 def test_the_local_target_is_free_and_a_price_an_admin_sets_counts_from_then_on(deployer, admin_user, prices):
-    local = cluster_row(deployer, "local-gpu", hours_ago=4, backend=Target.LOCAL, vm_size="")
+    local = cluster_row(deployer, "local-gpu", hours_ago=4, backend="local", vm_size="")
     assert selectors.costs_summary(now=NOW).by_cluster[local.pk].so_far == 0
     vm_price_set(user=admin_user, price=prices["local"], price_per_hour=Decimal("0.25"))
     _moved_to(VmPriceChange.objects.filter(price=prices["local"]).latest("effective_from"), NOW)

@@ -10,7 +10,7 @@ import requests
 from django.conf import settings
 
 from deployments.crypto import decrypt, encrypt, mask
-from deployments.models import AuditEvent, Cluster, Deployment, Operation, OperationKind, Target, Workspace
+from deployments.models import AuditEvent, Cluster, Deployment, Operation, OperationKind, Workspace
 from deployments.services.operations import operation_advance, operation_start
 from deployments.services.operations.steps import operation_queue
 from deployments.states import OperationState, ProvisioningState, ServiceState
@@ -128,7 +128,7 @@ def test_an_azure_deployment_key_is_not_regenerated_in_the_request(deployer, dem
     )
     cluster = Cluster.objects.create(
         name="aks-gpu",
-        backend=Target.AZUREML,
+        backend="azureml",
         workspace=workspace,
         provisioning_state=ProvisioningState.SUCCEEDED,
     )

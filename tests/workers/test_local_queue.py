@@ -20,7 +20,6 @@ from deployments.models import (
     Operation,
     OperationKind,
     RegisteredModel,
-    Target,
     Workspace,
 )
 from deployments.services import cluster_create
@@ -54,10 +53,10 @@ def test_local_work_is_queued_for_the_local_host_and_the_rest_for_any_worker(bro
     workspace = Workspace.objects.create(
         name="ws", subscription_id="s", resource_group="rg", workspace_name="ws", tenant_id="t", client_id="c"
     )
-    local = Cluster.objects.create(name="local-gpu", backend=Target.LOCAL)
+    local = Cluster.objects.create(name="local-gpu", backend="local")
     aks = Cluster.objects.create(
         name="aks-gpu",
-        backend=Target.AZUREML,
+        backend="azureml",
         workspace=workspace,
         provisioning_state=ProvisioningState.SUCCEEDED,
     )

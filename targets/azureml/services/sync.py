@@ -24,11 +24,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from deployments.backends.base import BackendError
-from deployments.models import Cluster, Deployment, ExternalResource, Operation, Target, Workspace
+from deployments.models import Cluster, Deployment, ExternalResource, Operation, Workspace
 from deployments.services.audit import audit_record
 from deployments.services.specs import workspace_spec
 from deployments.states import ACTIVE_OPERATION_STATES, LIVE_SERVICE_STATES, ProvisioningState, ServiceState
 from deployments.tasks import SYNC_AZURE, SYNC_AZURE_WORKSPACE, task_send
+from targets.azureml import KIND as AZUREML
 from targets.azureml.v1 import list_resources  # cheap: the SDK is imported only when it runs
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ def _findings(
     workspace: Workspace, computes: list[dict[str, Any]], services: list[dict[str, Any]], started: datetime
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
     """(finding, kind, name) → the row's fields, for every discrepancy in this listing."""
-    clusters = Cluster.objects.filter(backend=Target.AZUREML, workspace=workspace)
-    deployments = Deployment.objects.filter(cluster__backend=Target.AZUREML, cluster__workspace=workspace)
+    clusters = Cluster.objects.filter(backend=AZUREML, workspace=workspace)
+    deployments = Deployment.objects.filter(cluster__backend=AZUREML, cluster__workspace=workspace)
     known_clusters = _known(clusters, started, "provisioning_state", ProvisioningState.DELETED)
     known_services = _known(deployments, started, "state", ServiceState.DELETED)
     wanted: dict[tuple[str, str, str], dict[str, Any]] = {}
