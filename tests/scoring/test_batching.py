@@ -109,7 +109,9 @@ def test_a_fast_model_still_waits_a_few_milliseconds_for_company(batcher_factory
     model = SlowDouble(seconds=0.002)  # a tenth of it, 0.2 ms, is too short for answers to come back
     batcher = batcher_factory(model, max_batch_size=32, max_wait_ms=50)
     assert _wait_after_a_burst(batcher, model) >= 0.004
-    assert batcher.stats()["wait_budget_ms"] == 5
+    # At least the 5 ms floor. Not exactly 5: on a loaded machine one 2 ms call can be measured at 300 ms
+    # (CI saw 33.3), and a tenth of the longest recent call is then the budget, as it should be.
+    assert batcher.stats()["wait_budget_ms"] >= 5
 
 
 def test_a_failing_item_gets_its_own_error_and_its_batch_mates_their_results(batcher_factory):
