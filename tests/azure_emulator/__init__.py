@@ -1,5 +1,5 @@
 """A local HTTP(S) emulator of the Azure APIs azureml-core uses for the AKS deployment lifecycle."""
 
-from .emulator import AzureEmulator, default_scorer
+from .emulator import AzureEmulator
 
-__all__ = ["AzureEmulator", "default_scorer"]
+__all__ = ["AzureEmulator"]

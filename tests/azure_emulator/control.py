@@ -9,8 +9,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from . import lifecycle
 from .http import Request, Response
-from .state import Compute, Injection, iso_now
+from .state import Compute, ExternalAks, Injection, iso_now
 
 
 class ControlAPI:
@@ -78,34 +79,82 @@ class ControlAPI:
         agent_count: int = 1,
         cluster_purpose: str = "DevTest",
         state: str = "Succeeded",
+        compute_type: str = "AKS",
+        properties_null: bool = False,
     ) -> None:
-        """Someone created a cluster in the portal, behind Lynx's back."""
+        """Someone created a compute in the portal, behind Lynx's back.
+
+        `compute_type` "AKS" (an AKS cluster Azure ML made), "AmlCompute" (a training cluster of up to
+        `agent_count` nodes), "ComputeInstance" (one VM) or "Kubernetes" (a v2 attached cluster), each in the
+        RP's shape for that type; `properties_null` answers `properties.properties: null`, as the RP does for
+        a compute it cannot describe, e.g. a Failed one (the SDK itself cannot read that for a Succeeded
+        AmlCompute or any Kubernetes compute, so a real workspace does not answer it there).
+        """
         with self._lock:
+            aks = compute_type == "AKS"
             compute = Compute(
                 name=name,
                 location=self.location,
                 vm_size=vm_size,
                 agent_count=agent_count,
                 cluster_purpose=cluster_purpose,
-                is_attached=False,
+                is_attached=compute_type == "Kubernetes",
                 created_on=iso_now(),
                 resource_id=f"/subscriptions/{self.subscription_id}/resourcegroups/{self.resource_group}"
-                f"/providers/Microsoft.ContainerService/managedClusters/{name}",
+                f"/providers/Microsoft.ContainerService/managedClusters/{name}"
+                if aks or compute_type == "Kubernetes"
+                else None,
+                compute_type=compute_type,
+                kubernetes_version=self.default_kubernetes_version if aks else None,
+                properties_null=properties_null,
             )
             compute.provisioning_state = state
             self.computes[name] = compute
 
-    def register_external_aks(self, resource_id: str, vm_size: str, agent_count: int) -> None:
-        """An AKS cluster that exists in the subscription, so that it can be attached."""
-        self.external_aks[resource_id.lower()] = (vm_size, agent_count)
+    def register_external_aks(
+        self,
+        resource_id: str,
+        vm_size: str,
+        agent_count: int,
+        kubernetes_version: str = "1.32.6",
+        load_balancer_sku: str = "standard",
+    ) -> None:
+        """An AKS cluster that exists in the subscription (made in AKS itself), so that it can be attached."""
+        self.external_aks[resource_id.lower()] = ExternalAks(
+            resource_id, vm_size, agent_count, kubernetes_version, load_balancer_sku, self.location
+        )
+
+    def cancel_cluster_create(self, name: str = "*") -> None:
+        """The next create of `name` (or of any compute) ends Canceled, as when it is canceled in Azure."""
+        with self.faults.lock:
+            self.faults.cluster_failures[name] = {
+                "status": "Canceled",
+                "code": "OperationCanceled",
+                "message": "The operation was canceled.",
+            }
 
     def count(self, method: str, path_regex: str) -> int:
         pattern = re.compile(path_regex)
         return sum(1 for m, _h, p, _s in self.requests if m == method and pattern.search(p))
 
+    def crash_service_host(self, name: str) -> None:
+        """The service's container dies (OOMKilled, a segfault): a Healthy service turns Unhealthy."""
+        with self._lock:
+            svc = self.services[name]
+            for host in (svc.host, svc.new_host):
+                if host is not None:
+                    host.kill()
+
+    def cancel_service_operation(self, name: str) -> None:
+        """The service's create or update is cancelled: its MMS operation ends Cancelled."""
+        with self._lock:
+            lifecycle.cancel(self, self.services[name])
+
     def reset(self) -> None:
         with self._lock:
             self.faults.clear()
+            self.stop_hosts()
+            self.images.clear()
             for table in (
                 self.computes,
                 self.services,
@@ -132,6 +181,9 @@ class ControlAPI:
             "deny-access": self.deny_access,
             "cluster": self.create_cluster_directly,
             "external-aks": self.register_external_aks,
+            "cancel-cluster": self.cancel_cluster_create,
+            "crash-host": self.crash_service_host,
+            "cancel-service": self.cancel_service_operation,
             "reset": self.reset,
         }
         if action == "state" and req.method == "GET":

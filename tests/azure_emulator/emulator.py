@@ -16,42 +16,28 @@ secret, and every later request carries the bearer token the emulator issued.
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import logging
 import os
+import re
 import shutil
 import ssl
 import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import arm, catalog
 from .certs import write_certificates
 from .control import ControlAPI
 from .http import Listener, Request, Response, server_tls_context
-from .routes import routes
+from .routes import _Route, routes
 from .simulation import Simulation
-from .state import Compute, Faults, Operation, RegisteredModel, Service, arm_error, iso_now
+from .state import Compute, ExternalAks, Faults, Operation, RegisteredModel, Service, arm_error, iso_now
 
 logger = logging.getLogger("azure_emulator")
-
-Scorer = Callable[[str, bytes], tuple[int, Any]]
-
-
-def default_scorer(service_name: str, body: bytes) -> tuple[int, Any]:
-    """Deterministic stand-in for a model: one score (the row mean) per input row."""
-    try:
-        data = json.loads(body or b"{}").get("data")
-        rows = data if isinstance(data, list) and data and isinstance(data[0], list) else [data or []]
-        return 200, {
-            "scores": [sum(map(float, row)) / len(row) if row else 0.0 for row in rows],
-            "service": service_name,
-        }
-    except (ValueError, TypeError, AttributeError) as exc:
-        return 400, {"message": f"Bad input: {exc}"}
 
 
 class AzureEmulator(Simulation, ControlAPI):
@@ -67,13 +53,18 @@ class AzureEmulator(Simulation, ControlAPI):
         resource_group: str = "lynx-rg",
         workspace_name: str = "lynx-ws",
         location: str = "eastus",
-        cluster_create_seconds: float = 1.0,
-        service_deploy_seconds: float = 1.0,
-        delete_seconds: float = 0.5,
+        time_scale: float = 1.0,
+        cluster_create_seconds: float | None = None,
+        service_deploy_seconds: float | None = None,
+        delete_seconds: float | None = None,
         port: int = 0,
         plain_port: int = 0,
         workdir: Path | None = None,
     ) -> None:
+        """`time_scale` scales Azure's pace (catalog.PACE): 1.0 is Azure's own, 0.001 a thousand times faster.
+
+        An explicit `*_seconds` argument overrides the paced default for that step.
+        """
         self.tenant_id, self.client_id, self.client_secret = tenant_id, client_id, client_secret
         self.subscription_id, self.resource_group, self.workspace_name = (
             subscription_id,
@@ -81,19 +72,38 @@ class AzureEmulator(Simulation, ControlAPI):
             workspace_name,
         )
         self.location = location
-        self.cluster_create_seconds = cluster_create_seconds
-        self.service_deploy_seconds = service_deploy_seconds
-        self.delete_seconds = delete_seconds
+        self.time_scale = time_scale
+        self.cluster_create_seconds = (
+            self.pace(catalog.azure_seconds("aks_create"))
+            if cluster_create_seconds is None
+            else cluster_create_seconds
+        )
+        self.attach_seconds = self.pace(catalog.azure_seconds("aks_attach"))
+        self.compute_update_seconds = self.pace(catalog.azure_seconds("compute_update"))
+        # A service's image build and rollout together (lifecycle.py splits it as Azure's 240 s and 90 s).
+        self.service_deploy_seconds = (
+            self.pace(catalog.azure_seconds("image_build") + catalog.azure_seconds("rollout"))
+            if service_deploy_seconds is None
+            else service_deploy_seconds
+        )
+        self.delete_seconds = (
+            self.pace(catalog.azure_seconds("compute_delete")) if delete_seconds is None else delete_seconds
+        )
+        self.default_kubernetes_version = catalog.DEFAULT_KUBERNETES_VERSION
+        self.today: dt.date | None = None  # None: the real date (retirements are judged against it)
         self.workspace_id = str(uuid.uuid4())  # fresh per run: keeps ~/.azureml/.discovery entries apart
         self.principal_object_id = str(uuid.uuid4())
         self.storage_account = "lynxemulatorstore"
         self.created = iso_now()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="lynx-azure-emulator-"))
         self.faults = Faults()
-        self.scorer: Scorer = default_scorer
+        # Scoring: images built per environment digest (build.BuildResult), and the real-time floor under
+        # MMS's paced deployment timeout, so that a real inference server has time to start at any time scale.
+        self.images: dict[str, Any] = {}
+        self.host_start_floor_seconds = 60.0
         self.issued_tokens: set[str] = set()
         self.computes: dict[str, Compute] = {}
-        self.external_aks: dict[str, tuple[str, int]] = {}  # AKS resource id (lower) → (vm_size, node count)
+        self.external_aks: dict[str, ExternalAks] = {}  # AKS resource id (lower) → the cluster
         self.models: list[RegisteredModel] = []
         self.assets: dict[str, dict[str, Any]] = {}
         self.artifacts: dict[str, str] = {}
@@ -106,10 +116,30 @@ class AzureEmulator(Simulation, ControlAPI):
         self.unknown_requests: list[str] = []
         self.events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=50_000)
         self._lock = threading.RLock()
-        self._routes = routes()
+        # The managed-cluster GET is ARM's, not Azure ML's: listed with the compute handlers in arm.py.
+        self._routes = routes() + [
+            _Route("tls", method, re.compile(pattern + r"/?\Z", re.IGNORECASE), handler, True)
+            for method, pattern, handler in arm.EXTRA_ROUTES
+        ]
         self._port, self._plain_port = port, plain_port
         self._tls: Listener | None = None
         self._plain: Listener | None = None
+
+    def pace(self, azure_seconds: float) -> float:
+        """Seconds the emulator takes for a step that takes Azure `azure_seconds`."""
+        return azure_seconds * self.time_scale
+
+    def compute_scoring_base(self, compute_name: str) -> tuple[str, str]:
+        """(scheme, host[:port]) of the scoring front end of an AKS compute, for building scoring URIs.
+
+        Without TLS: ("http", "<front end ip>:<port>") — the emulator's plain listener. With TLS ("Auto" or
+        "Enabled"): ("https", "<generated fqdn or the user's cname>"), the name the certificate is for.
+        """
+        compute = self.computes.get(compute_name)
+        host = compute.ssl.host if compute is not None else None
+        if host:
+            return "https", host
+        return "http", self.plain_url.removeprefix("http://")
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -133,6 +163,7 @@ class AzureEmulator(Simulation, ControlAPI):
         return self
 
     def stop(self) -> None:
+        self.stop_hosts(wait=True)
         for listener in (self._tls, self._plain):
             if listener is not None:
                 listener.stop()
@@ -247,7 +278,19 @@ class AzureEmulator(Simulation, ControlAPI):
             return "login"
         if req.host.endswith(".blob.core.windows.net"):
             return "blob"
+        if (
+            req.scheme == "https"
+            and req.path.startswith("/api/v1/service/")
+            and self._is_scoring_host(req.host)
+        ):
+            return "plain"  # azureml-fe with TLS: the same scoring routes, reached through the CONNECT proxy
         return "tls" if req.scheme == "https" else kind
+
+    def _is_scoring_host(self, host: str) -> bool:
+        """A compute's TLS name: Azure's generated `*.cloudapp.azure.com`, or a user certificate's cname."""
+        if host.endswith(".cloudapp.azure.com"):
+            return True
+        return any((getattr(c, "ssl", None) and c.ssl.host) == host for c in self.computes.values())
 
     def _dispatch(self, kind: str, req: Request) -> Response:
         with self._lock:

@@ -23,9 +23,21 @@ FAST_RETRY_ENV = {
     "AZUREML_DEFAULT_500_BACKOFF": "0",
     "AZUREML_DEFAULT_503_BACKOFF": "0",
 }
-TEST_DELAYS = {"cluster_create_seconds": 0.3, "service_deploy_seconds": 0.5, "delete_seconds": 0.2}
+# Azure's pace (catalog.PACE) scaled down 2000×: AKS creation's 600 s take 0.3 s, MMS's 1200 s timeout 0.6 s.
+# A test that needs a slower step sets the attribute; the fixture restores every paced value after it.
+TIME_SCALE = 0.0005
 
 _PROCESS_EMULATOR: AzureEmulator | None = None
+_PACED_DEFAULTS: dict[str, float] = {}
+
+
+def paced_settings(emulator: AzureEmulator) -> dict[str, float]:
+    """The emulator's clock settings: its time scale and every `*_seconds` duration derived from it."""
+    return {
+        name: value
+        for name, value in vars(emulator).items()
+        if (name == "time_scale" or name.endswith("_seconds")) and isinstance(value, int | float)
+    }
 
 
 def process_emulator() -> AzureEmulator:
@@ -38,7 +50,8 @@ def process_emulator() -> AzureEmulator:
                 "cloud "
                 "definition. Start the emulator (tests.azure_emulator.fixtures.process_emulator) first."
             )
-        emulator = AzureEmulator(**TEST_DELAYS).start()
+        emulator = AzureEmulator(time_scale=TIME_SCALE).start()
+        _PACED_DEFAULTS.update(paced_settings(emulator))
         os.environ.update(emulator.env())
         os.environ.update(FAST_RETRY_ENV)
         atexit.register(emulator.stop)
@@ -53,12 +66,16 @@ def azure_emulator_session() -> AzureEmulator:
 
 @pytest.fixture
 def azure_emulator(azure_emulator_session: AzureEmulator) -> Iterator[AzureEmulator]:
-    """The shared emulator; faults armed by a test are disarmed after it, delays restored."""
+    """The shared emulator; faults armed by a test are disarmed after it, its clock and date restored."""
     emulator = azure_emulator_session
     yield emulator
+    # Each scoring host is an inference server process: none outlives the test that deployed it.
+    with emulator._lock:
+        emulator.stop_hosts()
     emulator.faults.clear()
-    for name, value in TEST_DELAYS.items():
+    for name, value in _PACED_DEFAULTS.items():
         setattr(emulator, name, value)
+    emulator.today = None
     unknown = list(emulator.unknown_requests)
     emulator.unknown_requests.clear()
     assert not unknown, f"the SDK made requests the emulator does not emulate: {unknown}"

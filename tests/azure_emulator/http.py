@@ -50,6 +50,9 @@ class Response:
     body: Any = None  # dict/list → JSON; bytes/str → as is
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    # Set: the real response is made by calling it after the emulator's lock is released (scoring waits on a
+    # scoring host, and must not hold up every other request meanwhile).
+    deferred: Callable[[], Response] | None = None
 
     def encoded(self) -> bytes:
         if self.body is None:
@@ -110,6 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
         request = self._read_request()
         try:
             response = self.server.dispatch(request)
+            if response.deferred is not None:
+                response = response.deferred()
         except Exception as exc:  # an emulator bug must show, not hang the SDK
             logger.exception("emulator crashed on %s %s", request.method, request.path)
             response = Response(500, {"error": {"code": "EmulatorBug", "message": repr(exc)}})

@@ -79,6 +79,7 @@ def routes() -> list[_Route]:
         ("tls", "DELETE", _MMS + r"/services/(?P<name>[^/]+)", mms.service_delete, True),
         ("tls", "POST", _MMS + r"/services/(?P<name>[^/]+)/listkeys", mms.service_keys, True),
         ("tls", "POST", _MMS + r"/services/(?P<name>[^/]+)/regenerateKeys", mms.service_regen_keys, True),
+        ("tls", "POST", _MMS + r"/services/(?P<name>[^/]+)/token", mms.service_token, True),
         ("tls", "GET", _MMS + r"/services/(?P<name>[^/]+)/logs", mms.service_logs, True),
         ("tls", "GET", _MMS + r"/operations/(?P<id>[^/]+)", mms.operation_get, True),
         ("plain", "*", r"/api/v1/service/(?P<name>[^/]+)/score", mms.score, False),

@@ -10,7 +10,8 @@ import time
 import uuid
 from typing import Any
 
-from .state import Operation, Service, iso_now
+from . import catalog, lifecycle
+from .state import Compute, Operation, Service, iso_now
 
 
 class Simulation:
@@ -19,26 +20,8 @@ class Simulation:
     def tick(self) -> None:
         """Move every resource whose transition deadline has passed to its next state."""
         now = time.monotonic()
-        for name, compute in list(self.computes.items()):
-            if compute.deadline > now:
-                continue
-            if compute.provisioning_state in ("Creating", "Updating"):
-                if compute.fail_with is not None:
-                    compute.provisioning_state, compute.errors = "Failed", [{"error": compute.fail_with}]
-                else:
-                    compute.provisioning_state = "Succeeded"
-                compute.modified_on = iso_now()
-            elif compute.provisioning_state == "Deleting":
-                del self.computes[name]
-        for name, svc in list(self.services.items()):
-            if svc.deadline > now:
-                continue
-            if svc.deleting:
-                del self.services[name]
-            elif svc.state == "Transitioning":
-                svc.state, svc.error = svc.outcome, svc.outcome_error
-                svc.updated_time = iso_now()
-                svc.log_lines.extend(self.ready_log(svc))
+        self.tick_computes(now)
+        lifecycle.advance_services(self, now)  # service operations are settled there, with their service
         for op in self.operations.values():
             if op.state != "Running" or op.deadline > now:
                 continue
@@ -49,13 +32,38 @@ class Simulation:
                 elif compute.provisioning_state == "Failed":
                     op.state, op.error = "Failed", compute.errors[0]["error"]
             elif op.kind == "service":
-                svc = self.services.get(op.target)
-                if svc is None or svc.state == "Healthy":
+                if op.operation_type == "Delete" and op.target not in self.services:
                     op.state = "Succeeded"
-                elif svc.state in ("Unschedulable", "Failed", "Unhealthy"):
-                    op.state, op.error = "Failed", svc.error
             else:
                 op.state = "Succeeded"
+
+    def tick_computes(self, now: float) -> None:
+        """Due computes: Creating/Updating → Succeeded/Failed/Canceled, Deleting → gone."""
+        for name, compute in list(self.computes.items()):
+            if compute.deadline > now:
+                continue
+            if compute.provisioning_state in ("Creating", "Updating"):
+                self.end_compute_transition(compute)
+            elif compute.provisioning_state == "Deleting":
+                del self.computes[name]
+
+    def end_compute_transition(self, compute: Compute) -> None:
+        failure = dict(compute.fail_with) if compute.fail_with is not None else None
+        if failure is not None and failure.pop("status", None) == "Canceled":
+            compute.provisioning_state = "Canceled"
+            self.settle_compute_operation(compute, "Canceled", failure)
+        elif failure is not None:
+            compute.provisioning_state, compute.errors = "Failed", [{"error": failure}]
+        else:
+            compute.provisioning_state = "Succeeded"
+        compute.fail_with = None
+        compute.modified_on = iso_now()
+
+    def settle_compute_operation(self, compute: Compute, state: str, error: dict[str, Any] | None) -> None:
+        """End the compute's running ARM operation now (Canceled is not a state the compute poll infers)."""
+        op = self.operations.get(compute.operation_id)
+        if op is not None and op.state == "Running":
+            op.state, op.error = state, error
 
     def new_operation(self, kind: str, target: str, seconds: float, operation_type: str = "") -> Operation:
         op = Operation(
@@ -75,17 +83,15 @@ class Simulation:
 
     @staticmethod
     def vcpus(vm_size: str) -> int:
-        from deployments.vm_sizes import vm_size_info
-
-        info = vm_size_info(vm_size)
-        return info.vcpus if info else 4
+        """vCPUs per node, from the emulator's own catalogue (0 for a size Azure does not know)."""
+        size = catalog.vm_size(vm_size)
+        return size.vcpus if size else 0
 
     @staticmethod
     def gpus_per_node(vm_size: str) -> float:
-        from deployments.vm_sizes import vm_size_info
-
-        info = vm_size_info(vm_size)
-        return info.gpu_count if info else 0
+        """GPUs per node as Azure lists them (fractional for A10 partitions; 0 for CPU or unknown sizes)."""
+        size = catalog.vm_size(vm_size)
+        return size.gpus if size else 0
 
     def boot_log(self, svc: Service) -> list[str]:
         env = (svc.payload.get("environmentImageRequest") or {}).get("environment") or {}
@@ -98,15 +104,15 @@ class Simulation:
         ]
 
     def ready_log(self, svc: Service) -> list[str]:
-        if svc.state != "Healthy":
+        """What Kubernetes says when a revision's pods cannot be scheduled (a running host logs itself)."""
+        if svc.state == "Unschedulable":
             return [f"{iso_now()} | Pod scheduling failed: {json.dumps(svc.error)}"]
-        gpu = (svc.payload.get("containerResourceRequirements") or {}).get("gpu") or 0
-        environment = (svc.payload.get("environmentImageRequest") or {}).get("environment") or {}
-        entry_script = (environment.get("environmentVariables") or {}).get("AZUREML_ENTRY_SCRIPT")
-        return [
-            f"{iso_now()} | Azure ML Inferencing HTTP server v1.5.1",
-            f"{iso_now()} | Server Settings --- Entry Script Name: {entry_script}",
-            f"{iso_now()} | Booting worker with pid: 42 (GPUs visible: {gpu})",
-            f"{iso_now()} | Users's init has completed successfully",
-            f"{iso_now()} | Scoring timeout is set to {svc.payload.get('scoringTimeoutMs') or 60000}",
-        ]
+        return []
+
+    def stop_hosts(self, wait: bool = False) -> None:
+        """Stop every scoring host (emulator stop and reset): no process outlives the emulator's state."""
+        for svc in list(self.services.values()):
+            for host in (svc.host, svc.new_host):
+                if host is not None:
+                    host.stop(wait=wait)
+            svc.host = svc.new_host = None

@@ -44,6 +44,64 @@ def new_key() -> str:
 
 
 @dataclass
+class SslConfiguration:
+    """An AKS compute's TLS for its scoring front end (azureml-fe), as `sslConfiguration` reports it.
+
+    "Auto": Microsoft's certificate for `<leafDomainLabel><3 random chars>.<region>.cloudapp.azure.com`
+    (`fqdn`); "Enabled": the user's own certificate for `cname`; "Disabled": plain http on the front end's IP.
+    """
+
+    status: str = "Disabled"
+    cert: str | None = None
+    key: str | None = None
+    cname: str | None = None
+    leaf_domain_label: str | None = None
+    overwrite_existing_domain: bool = False
+    fqdn: str | None = None  # Auto only: the name Azure generated and certified
+    renewals: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.status in ("Auto", "Enabled")
+
+    @property
+    def host(self) -> str | None:
+        """The host name a client must use for https (the certificate's name), or None without TLS."""
+        if self.status == "Auto":
+            return self.fqdn
+        if self.status == "Enabled":
+            return self.cname
+        return None
+
+    def json(self) -> dict[str, Any]:
+        # Unverified: the generated Auto name is reported as the cname (the SDK has no other field for it).
+        return {
+            "status": self.status,
+            "cert": self.cert,
+            "key": None,  # a private key is never read back
+            "cname": self.cname if self.status == "Enabled" else self.fqdn,
+            "leafDomainLabel": self.leaf_domain_label,
+            "overwriteExistingDomain": self.overwrite_existing_domain,
+        }
+
+
+@dataclass
+class ExternalAks:
+    """An AKS cluster in the subscription made outside Azure ML (in AKS itself), so it can be attached."""
+
+    resource_id: str
+    vm_size: str
+    agent_count: int
+    kubernetes_version: str
+    load_balancer_sku: str = "standard"  # AKS dropped Basic on 2025-09-30
+    location: str = "eastus"
+
+    @property
+    def name(self) -> str:
+        return self.resource_id.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass
 class Compute:
     name: str
     location: str
@@ -51,18 +109,30 @@ class Compute:
     agent_count: int
     cluster_purpose: str
     is_attached: bool
-    resource_id: str
+    resource_id: str | None
     created_on: str
     provisioning_state: str = "Creating"
     errors: list[dict[str, Any]] = field(default_factory=list)
     modified_on: str = ""
     deadline: float = 0.0
-    fail_with: dict[str, Any] | None = None  # set → the running transition ends Failed with this error
+    # set → the running transition ends Failed with this error; {"status": "Canceled", …} → it ends Canceled
+    fail_with: dict[str, Any] | None = None
+    compute_type: str = "AKS"  # "AKS" | "AmlCompute" | "ComputeInstance" | "Kubernetes"
+    kubernetes_version: str | None = None
+    ssl: SslConfiguration = field(default_factory=SslConfiguration)
+    properties_null: bool = (
+        False  # the RP answers `properties.properties: null` (as it does for some computes)
+    )
+    operation_id: str = ""  # the ARM operation of the transition in progress
 
     def begin(self, state: str, seconds: float) -> None:
         self.provisioning_state = state
         self.deadline = time.monotonic() + seconds
         self.modified_on = iso_now()
+
+    @property
+    def busy(self) -> bool:
+        return self.provisioning_state in ("Creating", "Updating", "Deleting")
 
 
 @dataclass
@@ -82,6 +152,14 @@ class RegisteredModel:
 
 @dataclass
 class Service:
+    """An AKS web service and the revision in progress.
+
+    A create or update goes through phases, each ending at `deadline`: "queued" (the operation is NotStarted)
+    → "building" (the image build, skipped when the environment's image exists) → "rolling_out" (pods
+    pulled and scheduled) → "starting" (the scoring host runs init(); `deadline` is MMS's deployment timeout)
+    → "" (settled). `host` serves; `new_host` is the revision being started, which replaces it when ready.
+    """
+
     name: str
     payload: dict[str, Any]  # the create request, patched by updates
     created_time: str
@@ -97,20 +175,33 @@ class Service:
     deleting: bool = False
     log_lines: list[str] = field(default_factory=list)
     requests_served: int = 0
+    phase: str = ""
+    needs_host: bool = True  # the revision in progress runs new code, models or environment
+    host: Any = None  # hosts.ScoringHost serving requests
+    new_host: Any = None  # hosts.ScoringHost of the revision in progress
+    build: Any = None  # build.BuildResult of the revision in progress (or the last one)
+    front_end: Any = None  # hosts.FrontEnd
+    tokens: dict[str, float] = field(default_factory=dict)  # access token → expiry (epoch seconds)
+    revisions: int = 0
 
     def begin(
         self,
-        seconds: float,
         operation_id: str,
+        *,
+        needs_host: bool = True,
         outcome: str = "Healthy",
         outcome_error: dict[str, Any] | None = None,
     ) -> None:
         self.state = "Transitioning"
         self.error = None
-        self.deadline = time.monotonic() + seconds
+        self.phase, self.deadline = "queued", 0.0
+        self.needs_host = needs_host
         self.outcome, self.outcome_error = outcome, outcome_error
         self.operation_id = operation_id
         self.updated_time = iso_now()
+
+    def enter(self, phase: str, seconds: float) -> None:
+        self.phase, self.deadline = phase, time.monotonic() + seconds
 
     @property
     def busy(self) -> bool:
@@ -127,6 +218,8 @@ class Operation:
     state: str = "Running"  # MMS words; ARM status maps Running → InProgress
     error: dict[str, Any] | None = None
     created_time: str = field(default_factory=iso_now)
+    sub_operation: str = ""  # MMS's operationDetails.subOperationType: BuildEnvironment | DeployService
+    log_uri: str = ""  # operationLog: the image build's log (a blob URI)
 
 
 @dataclass

@@ -26,5 +26,8 @@ def operation_get(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respons
     if op.error:
         body["error"] = op.error
     if op.kind == "service":
-        body["operationDetails"] = {"subOperationType": "DeployService"}
+        # wait_for_deployment names the build log (operationLog) for a build, get_logs() for a deployment.
+        body["operationDetails"] = {"subOperationType": op.sub_operation or "DeployService"}
+    if op.log_uri:
+        body["operationLog"] = op.log_uri
     return Response(200, body)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import lifecycle
+from ..hosts import FrontEnd
 from ..http import Request, Response
+from ..scheduler import unschedulable_reason
 from ..state import Service, iso_now, mms_error, new_key
 from .models import model_json
 
@@ -65,8 +69,8 @@ def service_json(emu: AzureEmulator, svc: Service) -> dict[str, Any]:
         "imageDigest": None,
         "createdBy": {"userName": "lynx-emulator"},
         "appInsightsEnabled": p.get("appInsightsEnabled", False),
-        "authEnabled": p.get("authEnabled", True),
-        "aadAuthEnabled": p.get("aadAuthEnabled", False),
+        "authEnabled": key_auth_enabled(p),
+        "aadAuthEnabled": bool(p.get("aadAuthEnabled")),
         "autoScaler": p.get("autoScaler")
         or {
             "autoscaleEnabled": True,
@@ -83,7 +87,7 @@ def service_json(emu: AzureEmulator, svc: Service) -> dict[str, Any]:
         "maxQueueWaitMs": p.get("maxQueueWaitMs", 500),
         "numReplicas": p.get("numReplicas"),
         "scoringTimeoutMs": p.get("scoringTimeoutMs", 60000),
-        "scoringUri": emu.scoring_uri(svc.name),
+        "scoringUri": scoring_uri(emu, svc),
         "livenessProbeRequirements": p.get("livenessProbeRequirements")
         or {
             "failureThreshold": 3,
@@ -107,21 +111,19 @@ def service_json(emu: AzureEmulator, svc: Service) -> dict[str, Any]:
     }
 
 
-def _gpu_shortfall(emu: AzureEmulator, payload: dict[str, Any]) -> str | None:
-    """Kubernetes' scheduler message when the pods ask for more GPUs than any node has."""
-    compute = emu.computes.get(payload.get("computeName", ""))
-    gpu = int(((payload.get("containerResourceRequirements") or {}).get("gpu")) or 0)
-    if compute is None or gpu == 0:
-        return None
-    per_node = emu.gpus_per_node(compute.vm_size)
-    if gpu <= per_node:
-        return None
-    return (
-        f"0/{compute.agent_count} nodes are available: {compute.agent_count} Insufficient nvidia.com/gpu. "
-        "preemption: 0/{0} nodes are available: {0} No preemption victims found for incoming pod.".format(
-            compute.agent_count
-        )
-    )
+def key_auth_enabled(payload: dict[str, Any]) -> bool:
+    """AKS services use key auth unless told otherwise; token auth replaces it (the SDK refuses both)."""
+    enabled = payload.get("authEnabled")
+    return (not payload.get("aadAuthEnabled")) if enabled is None else bool(enabled)
+
+
+def scoring_uri(emu: AzureEmulator, svc: Service) -> str:
+    """http on the front end's address, or https on the compute's certified name when its TLS is on."""
+    compute_scoring_base = getattr(emu, "compute_scoring_base", None)
+    if compute_scoring_base is None:
+        return emu.scoring_uri(svc.name)
+    scheme, host = compute_scoring_base(str(svc.payload.get("computeName") or ""))
+    return f"{scheme}://{host}/api/v1/service/{svc.name}/score"
 
 
 def _unschedulable_error(name: str, message: str) -> dict[str, Any]:
@@ -170,19 +172,29 @@ def service_create(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respon
         created_time=iso_now(),
         primary_key=keys.get("primaryKey") or new_key(),
         secondary_key=keys.get("secondaryKey") or new_key(),
+        front_end=FrontEnd(),
     )
-    op = emu.new_operation("service", name, emu.service_deploy_seconds, "Deploy")
-    message = emu.faults.take_unschedulable(name) or _gpu_shortfall(emu, payload)
+    op = _service_operation(emu, name, "Deploy")
+    message = emu.faults.take_unschedulable(name) or unschedulable_reason(
+        emu, str(payload.get("computeName") or ""), payload
+    )
     if message:
-        svc.begin(emu.service_deploy_seconds, op.id, "Unschedulable", _unschedulable_error(name, message))
+        svc.begin(op.id, outcome="Unschedulable", outcome_error=_unschedulable_error(name, message))
     else:
-        svc.begin(emu.service_deploy_seconds, op.id)
-    svc.log_lines += emu.boot_log(svc)
+        svc.begin(op.id)
     emu.services[name] = svc
+    lifecycle.wake_in(emu, 0.0)
     emu.record("mms.service_create", service=name)
     return Response(
         202, {"operationId": op.id}, headers={"Operation-Location": f"{emu.mms_base(req)}/operations/{op.id}"}
     )
+
+
+def _service_operation(emu: AzureEmulator, name: str, operation_type: str) -> Any:
+    """A deploy or update operation: NotStarted until the emulator's clock next runs (MMS queues it)."""
+    op = emu.new_operation("service", name, 0.0, operation_type)
+    op.state = "NotStarted"
+    return op
 
 
 def _service_or_404(emu: AzureEmulator, name: str) -> Service | Response:
@@ -225,6 +237,7 @@ def service_patch(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respons
         return svc
     if svc.busy:
         return _in_progress(svc)
+    image_request_before = json.dumps(svc.payload.get("environmentImageRequest"), sort_keys=True)
     for op in req.json() or []:
         target: dict[str, Any] = svc.payload
         parts = op["path"].strip("/").split("/")
@@ -233,15 +246,25 @@ def service_patch(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respons
                 target[part] = {}
             target = target[part]
         target[parts[-1]] = op.get("value")
-    operation = emu.new_operation("service", svc.name, emu.service_deploy_seconds, "Update")
-    message = _gpu_shortfall(emu, svc.payload)
+    # New code, models or environment: a new revision (image build if needed, new pods); else a scale change.
+    needs_host = (
+        json.dumps(svc.payload.get("environmentImageRequest"), sort_keys=True) != image_request_before
+    )
+    operation = _service_operation(emu, svc.name, "Update")
+    message = emu.faults.take_unschedulable(svc.name) or unschedulable_reason(
+        emu, str(svc.payload.get("computeName") or ""), svc.payload, replacing=svc.name
+    )
     if message:
         svc.begin(
-            emu.service_deploy_seconds, operation.id, "Unschedulable", _unschedulable_error(svc.name, message)
+            operation.id,
+            needs_host=needs_host,
+            outcome="Unschedulable",
+            outcome_error=_unschedulable_error(svc.name, message),
         )
     else:
-        svc.begin(emu.service_deploy_seconds, operation.id)
+        svc.begin(operation.id, needs_host=needs_host)
     svc.log_lines.append(f"{iso_now()} | Update requested: {json.dumps(req.json())}")
+    lifecycle.wake_in(emu, 0.0)
     return Response(
         202, None, headers={"Operation-Location": f"{emu.mms_base(req)}/operations/{operation.id}"}
     )
@@ -254,8 +277,10 @@ def service_delete(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respon
     if svc.busy:
         return _in_progress(svc)
     svc.deleting = True
-    svc.deadline = time.monotonic() + emu.delete_seconds
-    operation = emu.new_operation("service", svc.name, emu.delete_seconds, "Delete")
+    seconds = lifecycle.service_delete_seconds(emu)
+    svc.deadline = time.monotonic() + seconds
+    lifecycle.wake_in(emu, seconds)
+    operation = emu.new_operation("service", svc.name, seconds, "Delete")
     return Response(
         202, None, headers={"Operation-Location": f"{emu.mms_base(req)}/operations/{operation.id}"}
     )
@@ -296,6 +321,31 @@ def service_logs(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response
             f"{(svc.payload.get('environmentImageRequest') or {}).get('modelIds')} ... done"
         ]
     else:
-        lines = svc.log_lines
+        host = svc.new_host or svc.host
+        lines = svc.log_lines + (host.log_lines() if host is not None else [])
     tail = int(req.query.get("tail") or 5000)
     return Response(200, {"content": "\n".join(lines[-tail:]) + "\n"})
+
+
+TOKEN_LIFETIME_SECONDS = 3600  # unverified: AKS service tokens are documented as valid for a limited time
+
+
+def service_token(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
+    """`POST …/services/{name}/token`: what `AksWebservice.get_access_token()` reads."""
+    svc = _service_or_404(emu, m["name"])
+    if isinstance(svc, Response):
+        return svc
+    if not svc.payload.get("aadAuthEnabled"):
+        return mms_error(400, "BadRequest", f"Token authentication is not enabled for service {svc.name}.")
+    now = int(time.time())
+    token = secrets.token_urlsafe(32)
+    svc.tokens[token] = now + TOKEN_LIFETIME_SECONDS
+    return Response(
+        200,
+        {
+            "accessToken": token,
+            "tokenType": "Bearer",
+            "refreshAfter": now + TOKEN_LIFETIME_SECONDS // 2,
+            "expiryOn": now + TOKEN_LIFETIME_SECONDS,
+        },
+    )

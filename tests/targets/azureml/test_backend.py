@@ -23,6 +23,7 @@ from deployments.vm_sizes import gpu_sizes, retirement_notice, validate_aks_clus
 from targets.azureml import v1 as azureml_backend
 from targets.azureml.v1 import AzureMLBackend
 from tests.azure_emulator import AzureEmulator
+from tests.targets.azureml.emulated_models import ECHO_SCORE_PY
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # the SDK's vendored ruamel
 
@@ -36,7 +37,8 @@ dependencies:
       - azureml-defaults
       - torch==2.3.1
 """
-SCORE_PY = "def init():\n    pass\n\n\ndef run(data):\n    return data\n"
+# A raw-bytes script that answers JSON rows with their means: the emulator runs it, as AKS would.
+SCORE_PY = ECHO_SCORE_PY
 
 
 def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = WAIT_SECONDS) -> T:
@@ -174,15 +176,16 @@ def test_connection_without_permission_keeps_azures_authorization_message(
 def test_gpu_cluster_and_service_lifecycle(
     backend: AzureMLBackend, azure_emulator: AzureEmulator, model_files: tuple[Path, Path]
 ) -> None:
+    # Three nodes: the update below runs three replicas of one GPU each, and a T4 node has one.
     cluster = ClusterSpec(
-        name=unique("gpu"), vm_size=GPU_SIZE, node_count=1, cluster_purpose="DevTest", location="eastus"
+        name=unique("gpu"), vm_size=GPU_SIZE, node_count=3, cluster_purpose="DevTest", location="eastus"
     )
     backend.provision_cluster(cluster)
     assert backend.observe_cluster(cluster).provisioning_state == "Creating"
     observed = eventually(
         lambda: backend.observe_cluster(cluster), lambda o: o.provisioning_state == "Succeeded"
     )
-    assert (observed.gpu_count, observed.gpu_kind) == (1, "NVIDIA T4")
+    assert (observed.gpu_count, observed.gpu_kind) == (3, "NVIDIA T4")
 
     spec = service_spec(cluster, model_files)
     backend.deploy_service(spec)

@@ -7,11 +7,12 @@ import requests
 from django.urls import reverse
 
 from deployments.crypto import decrypt
-from deployments.environments import default_entry_script, default_environment_yaml
+from deployments.environments import default_environment_yaml
 from deployments.models import AuditEvent, Deployment, Operation, OperationKind
 from deployments.services import Refused, deployment_create
 from deployments.services.deployments import deployment_update
 from tests.targets.azureml.conftest import CPU_SIZE, lines_of, provision, run_inline, unique
+from tests.targets.azureml.emulated_models import ECHO_SCORE_PY
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
@@ -21,7 +22,7 @@ def deploy_form(cluster, model, **overrides) -> dict:
         "name": unique("svc"),
         "cluster": cluster.pk,
         "model": model.pk,
-        "entry_script": default_entry_script(),
+        "entry_script": ECHO_SCORE_PY,
         "environment_yaml": default_environment_yaml(),
         "gpu_enabled": "on",
         "gpu_cores": 1,
@@ -42,7 +43,7 @@ def deploy(user, cluster, model, **config) -> Deployment:
         name=config.pop("name", None) or unique("svc"),
         cluster=cluster,
         model=model,
-        entry_script=default_entry_script(),
+        entry_script=ECHO_SCORE_PY,
         environment_yaml=default_environment_yaml(),
         **{"gpu_enabled": True, "gpu_cores": 1, "cpu_cores": 1.0, "memory_gb": 4.0, **config},
     )
@@ -74,7 +75,7 @@ def test_a_gpu_deployment_on_a_cpu_size_is_refused_by_the_form_and_the_service(
             name=data["name"],
             cluster=cluster,
             model=tiny_model,
-            entry_script=default_entry_script(),
+            entry_script=ECHO_SCORE_PY,
             environment_yaml=default_environment_yaml(),
             gpu_enabled=True,
         )
@@ -120,7 +121,7 @@ def test_an_unschedulable_deployment_fails_with_azures_message(deployer, workspa
         name=unique("big"),
         cluster=cluster,
         model=tiny_model,
-        entry_script=default_entry_script(),
+        entry_script=ECHO_SCORE_PY,
         environment_yaml=default_environment_yaml(),
         gpu_enabled=True,
         gpu_cores=2,  # a T4 node has one

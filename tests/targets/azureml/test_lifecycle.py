@@ -11,13 +11,14 @@ import requests
 from django.urls import reverse
 
 from deployments.crypto import decrypt
-from deployments.environments import default_entry_script, default_environment_yaml
+from deployments.environments import default_environment_yaml
 from deployments.models import AuditEvent, Cluster, Deployment, Operation, OperationKind, Workspace
 from deployments.services import cluster_create
 from deployments.services.deployments import deployment_update
 from deployments.states import ProvisioningState, ServiceState
 from tests.conftest import wait_for
 from tests.targets.azureml.conftest import GPU_SIZE, lines_of, unique
+from tests.targets.azureml.emulated_models import ECHO_SCORE_PY
 
 pytestmark = [
     pytest.mark.slow,
@@ -79,7 +80,7 @@ def test_the_how_to_lifecycle_runs_from_the_dashboard(
             "mode": "create",
             "name": name,
             "vm_size": GPU_SIZE,
-            "node_count": 1,
+            "node_count": 3,  # the update below runs 3 replicas with a GPU each; a T4 node has one
             "cluster_purpose": "DevTest",
             "idempotency_key": unique("k"),
         },
@@ -88,6 +89,7 @@ def test_the_how_to_lifecycle_runs_from_the_dashboard(
     provision = finished(newest(OperationKind.CLUSTER_PROVISION).pk)
     assert any(line.startswith("Creating..") for line in lines_of(provision))
     cluster = Cluster.objects.get(name=name)
+    # GPUs are counted per node.
     assert (cluster.provisioning_state, cluster.gpu_count, cluster.gpu_kind) == ("Succeeded", 1, "NVIDIA T4")
 
     # 2-5. Deploy with GPU through the deploy form; follow it until Healthy.
@@ -98,7 +100,7 @@ def test_the_how_to_lifecycle_runs_from_the_dashboard(
             "name": service_name,
             "cluster": cluster.pk,
             "model": tiny_model.pk,
-            "entry_script": default_entry_script(),
+            "entry_script": ECHO_SCORE_PY,
             "environment_yaml": default_environment_yaml(),
             "gpu_enabled": "on",
             "gpu_cores": 1,
