@@ -47,8 +47,9 @@ SERVICE_TRANSITIONS: dict[str, frozenset[str]] = {
     ServiceState.HEALTHY: frozenset(
         {ServiceState.UNHEALTHY, ServiceState.TRANSITIONING, ServiceState.DELETING}
     ),
+    # Unhealthy → Failed: the reconciler restarted it MAX_RESTARTS times in a row and it stayed down.
     ServiceState.UNHEALTHY: frozenset(
-        {ServiceState.HEALTHY, ServiceState.TRANSITIONING, ServiceState.DELETING}
+        {ServiceState.HEALTHY, ServiceState.TRANSITIONING, ServiceState.FAILED, ServiceState.DELETING}
     ),
     ServiceState.FAILED: frozenset({ServiceState.TRANSITIONING, ServiceState.DELETING}),
     ServiceState.DELETING: frozenset({ServiceState.DELETED, ServiceState.FAILED}),
@@ -61,6 +62,11 @@ OPERATION_TRANSITIONS: dict[str, frozenset[str]] = {
     OperationState.SUCCEEDED: frozenset(),
     OperationState.FAILED: frozenset(),
 }
+
+# The target's own long-running operation (Azure ML's MMS operation), in ServiceObservation.operation_state's
+# words; "" when the target has none. MMS says "Cancelled", ARM "Canceled".
+TARGET_OPERATION_RUNNING = frozenset({"NotStarted", "Running"})
+TARGET_OPERATION_FAILED = frozenset({"Failed", "TimedOut", "Cancelled", "Canceled"})
 
 LIVE_SERVICE_STATES = (ServiceState.TRANSITIONING, ServiceState.HEALTHY, ServiceState.UNHEALTHY)
 ACTIVE_OPERATION_STATES = (OperationState.QUEUED, OperationState.RUNNING)

@@ -252,6 +252,10 @@ LYNX_POLL_SECONDS = float(os.environ.get("LYNX_POLL_SECONDS", "1"))
 LYNX_RECONCILE_SECONDS = float(os.environ.get("LYNX_RECONCILE_SECONDS", "10"))  # Azure services
 LYNX_RECONCILE_LOCAL_SECONDS = float(os.environ.get("LYNX_RECONCILE_LOCAL_SECONDS", "2"))  # local, lost steps
 LYNX_DEPLOY_TIMEOUT_SECONDS = int(os.environ.get("LYNX_DEPLOY_TIMEOUT_SECONDS", "900"))
+# How long Lynx follows a provisioning or a deployment is the target's own allowance (TargetTraits:
+# provision_timeout_s, deploy_timeout_s; LYNX_DEPLOY_TIMEOUT_SECONDS where a target sets none) times this.
+# 1 in use; tests run Azure's pace scaled down (as the emulator's clock does) with a smaller factor.
+LYNX_TIMEOUT_SCALE = float(os.environ.get("LYNX_TIMEOUT_SCALE", "1"))
 # Model archives are streamed to disk, never held in memory; this caps their size.
 LYNX_MODEL_UPLOAD_MAX_BYTES = int(os.environ.get("LYNX_MODEL_UPLOAD_MAX_MB", "1024")) * 2**20
 LYNX_TEST_SCORING_TIMEOUT_SECONDS = float(os.environ.get("LYNX_TEST_SCORING_TIMEOUT_SECONDS", "30"))

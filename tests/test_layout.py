@@ -14,7 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_domain_and_the_pages_ask_the_target_instead_of_branching_on_its_name():
     """What differs between targets is declared by each (TargetTraits); only the models name them."""
-    branching = re.compile(r"\.is_local\b|(Target|Backend(Kind)?)\.(LOCAL|AZUREML)\b|== \"(local|azureml)\"")
+    # `x.backend == "local"`, `!= 'azureml'`, `in ("local", …)`: any comparison with a target's name.
+    branching = re.compile(
+        r"\.is_local\b|(Target|Backend(Kind)?)\.(LOCAL|AZUREML)\b"
+        r"|[!=]=\s*['\"](local|azureml)['\"]|\bin\s*[(\[{]\s*['\"](local|azureml)['\"]"
+    )
+    for slipped in ('return poll() * 5 if cluster.backend != "local" else poll()', "if kind == 'azureml':"):
+        assert branching.search(slipped), slipped  # the kinds of line this test once missed
     defaults = re.compile(r"default=|^\s*\w+: str = LOCAL_TARGET,$")  # a default branches on nothing
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"

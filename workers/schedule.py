@@ -26,8 +26,9 @@ def beat_schedule() -> dict[str, dict]:
             "schedule": reconcile_local_every,
             "options": {"expires": reconcile_local_every},
         },
-        # Compares desired and observed state of every live Azure service (an HTTPS call each, hence every
-        # 10 s, not 2), and hands lost operation steps (their worker died) to a live worker.
+        # Compares desired and observed state of the live Azure services (an HTTPS call each, hence every
+        # 10 s, not 2; a Healthy one only every 5 minutes, see deployments/services/reconcile.py), and hands
+        # lost operation steps (their worker died) to a live worker.
         "reconcile": {
             "task": "workers.tasks.reconcile",
             "schedule": settings.LYNX_RECONCILE_SECONDS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from deployments.backends import target_traits
-from deployments.backends.base import BackendError
+from deployments.backends.base import Backend, BackendError, ClusterSpec
 from deployments.models import Operation
 from deployments.states import ProvisioningState
 
@@ -16,13 +16,16 @@ from ..transitions import (
 from .steps import (
     StepResult,
     creep,
+    duration,
     fail,
     operation_cluster,
     operation_log,
     overdue,
+    params_set,
     poll,
     set_phase,
     succeed,
+    timeout_s,
     try_transition,
 )
 
@@ -38,8 +41,8 @@ def cluster_provision_step(operation: Operation) -> StepResult:
         set_phase(operation, "wait", 10)
         return poll()
     if failed := operation.params.get("failed_error"):
-        # A worker saw Azure fail this cluster and died while removing it: finish that, once more.
-        return fail(operation, failed + _remove_failed_compute(operation, backend, spec))
+        # A worker saw Azure fail this cluster (or gave up on it) and died while removing it: finish that.
+        return fail(operation, failed + _remove_failed_compute(operation, backend, spec, traits.label))
     observed = backend.observe_cluster(spec)
     if observed.provisioning_state == ProvisioningState.SUCCEEDED:
         facts = backend.cluster_facts(spec, observed)
@@ -53,16 +56,30 @@ def cluster_provision_step(operation: Operation) -> StepResult:
         return None
     if observed.provisioning_state in (ProvisioningState.FAILED, "Canceled"):
         error = "; ".join(observed.errors) or f"provisioning ended {observed.provisioning_state}"
-        if traits.removes_failed_clusters:
-            params = {**operation.params, "failed_error": error}
-            Operation.objects.filter(pk=operation.pk).update(params=params)
-            error += _remove_failed_compute(operation, backend, spec)
-        return fail(operation, error)
-    if overdue(operation):
-        return fail(operation, "provisioning did not finish in time")
+        return _fail_and_remove(operation, backend, spec, error)
+    limit = timeout_s(traits.provision_timeout_s)
+    if overdue(operation, limit):
+        # Lynx's limit is at least the target's own, so the target should have ended it by now; whatever it
+        # still builds would bill unseen (reconcile and sync skip a Failed cluster): remove it like a failure.
+        error = (
+            f"provisioning did not finish within {duration(limit)} "
+            f"(still {observed.provisioning_state or 'Unknown'}); Lynx gave up on it."
+        )
+        return _fail_and_remove(operation, backend, spec, error)
     operation_log(operation, f"{observed.provisioning_state}.. {observed.detail}".rstrip())
     set_phase(operation, "wait", creep(operation))
-    return poll() * 5 if cluster.backend != "local" else poll()
+    return poll() * traits.poll_factor
+
+
+def _fail_and_remove(operation: Operation, backend: Backend, spec: ClusterSpec, error: str) -> StepResult:
+    """End a provisioning that failed or that Lynx gave up on; on a target whose half-made clusters bill,
+    remove what was made. The error is recorded first, so a worker that dies mid-removal is finished by the
+    next step (the `failed_error` branch above)."""
+    traits = target_traits(operation_cluster(operation).backend)
+    if traits.removes_failed_clusters:
+        params_set(operation, failed_error=error)
+        error += _remove_failed_compute(operation, backend, spec, traits.label)
+    return fail(operation, error)
 
 
 def cluster_delete_step(operation: Operation) -> StepResult:
@@ -87,19 +104,34 @@ def cluster_delete_step(operation: Operation) -> StepResult:
         return None
     if observed.provisioning_state == ProvisioningState.FAILED:
         return fail(operation, "; ".join(observed.errors) or "deletion failed")
+    traits = target_traits(cluster.backend)
+    limit = timeout_s(traits.provision_timeout_s)
+    if overdue(operation, limit):
+        return fail(
+            operation,
+            f"the deletion did not finish within {duration(limit)} (still {observed.provisioning_state}). "
+            + _may_still_bill(spec.name, traits.label),
+        )
     operation_log(operation, f"{observed.provisioning_state}..")
     set_phase(operation, "wait", creep(operation))
-    return poll() * target_traits(cluster.backend).poll_factor
+    return poll() * traits.poll_factor
 
 
-def _remove_failed_compute(operation: Operation, backend, spec) -> str:
+def _may_still_bill(name: str, label: str) -> str:
+    return (
+        f"The compute target {name} may still be running on {label}, and billing: delete this cluster in "
+        f"Lynx to try again, or delete the compute target {name} from the workspace yourself."
+    )
+
+
+def _remove_failed_compute(operation: Operation, backend: Backend, spec: ClusterSpec, label: str) -> str:
     """A compute target that failed to provision can still hold (and bill for) part of an AKS cluster:
     ask Azure to remove it, so nothing is left half-created. Returns a sentence for the error."""
     try:
         backend.delete_cluster(spec)
     except BackendError as exc:
-        operation_log(operation, f"Could not remove the failed compute target: {exc.message}")
-        return " Lynx could not remove the failed compute target; delete this cluster to try again."
+        operation_log(operation, f"Could not remove the compute target {spec.name}: {exc.message}")
+        return f" Lynx could not remove it ({exc.message}). " + _may_still_bill(spec.name, label)
     operation_log(operation, f"Asked Azure to remove the failed compute target {spec.name}")
     return " Lynx asked Azure to remove the failed compute target, so nothing is left billing."
 

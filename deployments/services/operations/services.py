@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.db import transaction
 
 from deployments.backends import target_traits
+from deployments.backends.base import Backend, BackendError, ServiceObservation, ServiceSpec
 from deployments.crypto import encrypt
 from deployments.models import Deployment, Operation, OperationKind, OperationLine
-from deployments.states import ServiceState
+from deployments.states import TARGET_OPERATION_FAILED, TARGET_OPERATION_RUNNING, ServiceState
 
 from ..specs import backend_for, service_files_write, service_spec
 from ..transitions import (
@@ -16,21 +17,27 @@ from ..transitions import (
 from .steps import (
     StepResult,
     creep,
+    duration,
     fail,
     operation_deployment,
     operation_log,
     overdue,
+    params_set,
     poll,
     set_phase,
     succeed,
+    timeout_s,
     try_transition,
 )
 
 # How often a deploy or update whose replicas vanished (Lynx restarted under it) is submitted again.
 MAX_RESUBMITS = 3
+PREVIOUS_STILL_SERVING = " (the previous configuration is still serving)"
 
 
 def service_deploy_step(operation: Operation) -> StepResult:
+    """Deploy or update: submit once, then observe the service (and the target's own operation, when it
+    returned one) until it is Healthy, fails, or Lynx's limit for the target runs out."""
     deployment = operation_deployment(operation)
     backend = backend_for(deployment.cluster)
     spec = service_spec(deployment)
@@ -41,24 +48,71 @@ def service_deploy_step(operation: Operation) -> StepResult:
             f"({deployment.replicas} replica{'s' if deployment.replicas != 1 else ''}, "
             f"GPU {'on' if deployment.gpu_enabled else 'off'})",
         )
-        if operation.kind == OperationKind.SERVICE_UPDATE:
-            # Remember which rollout was serving, so a status written before the supervisor picked up
-            # this update is never mistaken for its result.
-            generation = backend.observe_service(spec).stats.get("rollout_generation")
-            if generation is not None:
-                params = {**operation.params, "from_generation": generation}
-                Operation.objects.filter(pk=operation.pk).update(params=params)
-                operation.params = params
-            service_files_write(deployment)
-            backend.update_service(spec)
-        else:
-            service_files_write(deployment)
-            backend.deploy_service(spec)
+        _submit(operation, deployment, backend, spec)
         set_phase(operation, "wait", 15)
         return poll()
-    observed = backend.observe_service(spec)
+    traits = target_traits(deployment.cluster.backend)
+    if abandoned := operation.params.get("abandoned_error"):
+        # A worker gave up on this service and died while deleting it: finish that.
+        return fail(operation, abandoned + _remove_abandoned_service(operation, backend, spec, traits.label))
+    # The reference to the target's operation goes back on every observation: the service's state alone
+    # cannot tell a failed update (the previous revision still Healthy) from a finished one.
+    observed = backend.observe_service(spec, operation_ref=operation.params.get("operation_ref"))
     ready = sum(r.state == "ready" for r in observed.replicas)
     total = len(observed.replicas) or deployment.replicas
+    _log_progress(operation, observed)
+    limit = timeout_s(traits.deploy_timeout_s)
+    if operation.kind == OperationKind.SERVICE_UPDATE and "from_generation" in operation.params:
+        if observed.stats.get("rollout_generation", 0) <= operation.params["from_generation"]:
+            if overdue(operation, limit):
+                return fail(operation, "the rolling update did not start in time")
+            return poll()  # the supervisor has not begun this rollout yet
+        if observed.error:
+            # The new replicas never became ready; the previous configuration keeps serving.
+            return fail(operation, observed.error + PREVIOUS_STILL_SERVING)
+    if observed.operation_state in TARGET_OPERATION_FAILED:
+        return fail(operation, _target_operation_error(operation, observed))
+    # While the target's operation runs, the service's state is not its result (an update's old revision is
+    # Healthy until the new one replaces it): wait for the operation to end.
+    running = observed.operation_state in TARGET_OPERATION_RUNNING
+    if observed.state == ServiceState.HEALTHY and not running:
+        return _succeeded(
+            operation, deployment, backend, spec, observed, f"{ready} of {total} replicas ready"
+        )
+    if observed.state in (ServiceState.FAILED, "Unschedulable", ServiceState.UNHEALTHY) and not running:
+        # During a deployment a replica that exits before it was ever ready means init() failed.
+        return fail(operation, observed.error or f"the service is {observed.state}")
+    if observed.state == "Missing" and operation.phase == "wait":
+        return _resubmit(operation, deployment, backend, spec, observed)
+    if overdue(operation, limit):
+        return _give_up(operation, backend, spec, observed, limit)
+    set_phase(operation, "wait", max(operation.progress, 15 + int(75 * ready / max(total, 1))))
+    return poll() * traits.poll_factor
+
+
+def _submit(operation: Operation, deployment: Deployment, backend: Backend, spec: ServiceSpec) -> None:
+    """Start the deploy or update on the target and keep the reference to its operation, if it made one."""
+    service_files_write(deployment)
+    if operation.kind != OperationKind.SERVICE_UPDATE:
+        ref = backend.deploy_service(spec)
+    else:
+        current = backend.observe_service(spec)
+        if current.state == "Missing":
+            # Nothing to update (Lynx deleted a deployment it gave up on, say): a retry deploys it anew.
+            ref = backend.deploy_service(spec)
+        else:
+            # Remember which rollout was serving, so a status written before the supervisor picked up this
+            # update is never mistaken for its result.
+            generation = current.stats.get("rollout_generation")
+            if generation is not None:
+                params_set(operation, from_generation=generation)
+            ref = backend.update_service(spec)
+    if ref:
+        params_set(operation, operation_ref=ref)
+
+
+def _log_progress(operation: Operation, observed: ServiceObservation) -> None:
+    """Each replica state and progress line once, as wait_for_deployment(show_output=True) prints them."""
     seen = set(operation.params.get("seen", []))
     for replica in observed.replicas:
         key = f"{replica.name}:{replica.state}"
@@ -69,61 +123,115 @@ def service_deploy_step(operation: Operation) -> StepResult:
         if line not in seen:
             operation_log(operation, line)
             seen.add(line)
-    Operation.objects.filter(pk=operation.pk).update(params={**operation.params, "seen": sorted(seen)})
-    if operation.kind == OperationKind.SERVICE_UPDATE and "from_generation" in operation.params:
-        if observed.stats.get("rollout_generation", 0) <= operation.params["from_generation"]:
-            if overdue(operation):
-                return fail(operation, "the rolling update did not start in time")
-            return poll()  # the supervisor has not begun this rollout yet
-        if observed.error:
-            # The new replicas never became ready; the previous configuration keeps serving.
-            return fail(operation, f"{observed.error} (the previous configuration is still serving)")
-    if observed.state == ServiceState.HEALTHY:
-        keys: dict[str, str] = {}
-        if target_traits(deployment.cluster.backend).makes_keys:
-            # The target made the service's keys (Azure): read them now (outside any transaction),
-            # store them encrypted.
-            primary, secondary = backend.service_keys(spec)
-            keys = {"primary_key_encrypted": encrypt(primary), "secondary_key_encrypted": encrypt(secondary)}
-        with transaction.atomic():
-            deployment_transition(
-                deployment=deployment,
-                to=ServiceState.HEALTHY,
-                scoring_uri=observed.scoring_uri,
-                swagger_uri=observed.swagger_uri,
-                error="",
-                message=f"{ready} of {total} replicas ready",
-                actor=None,  # a worker's step: the system (named, so `keys` fills only the key fields)
-                **keys,
-            )
-            succeed(operation, f"Succeeded: {deployment.name} is Healthy at {observed.scoring_uri}")
-        return None
-    if observed.state in (ServiceState.FAILED, "Unschedulable", ServiceState.UNHEALTHY):
-        # During a deployment a replica that exits before it was ever ready means init() failed.
-        return fail(operation, observed.error or f"the service is {observed.state}")
-    if observed.state == "Missing" and operation.phase == "wait":
-        # The replicas went away mid-deploy: on the local target, Lynx itself was stopped (Ctrl-C stops every
-        # supervisor) or the host restarted. Submit again, as a worker taking the step over would.
-        restarts = int(operation.params.get("restarts", 0))
-        if restarts >= MAX_RESUBMITS:
-            return fail(operation, observed.error or "the service disappeared while it was being deployed")
-        operation_log(
-            operation, "The service's replicas are not running (was Lynx restarted?); starting it again"
+    params_set(operation, seen=sorted(seen))
+
+
+def _target_operation_error(operation: Operation, observed: ServiceObservation) -> str:
+    """The target's own words for its failed operation; a failed update whose service is still Healthy says
+    that the previous revision is what serves."""
+    error = observed.error or f"the target's operation ended {observed.operation_state}"
+    if operation.kind == OperationKind.SERVICE_UPDATE and observed.state == ServiceState.HEALTHY:
+        error += PREVIOUS_STILL_SERVING
+    return error
+
+
+def _succeeded(
+    operation: Operation,
+    deployment: Deployment,
+    backend: Backend,
+    spec: ServiceSpec,
+    observed: ServiceObservation,
+    replicas_ready: str,
+) -> StepResult:
+    keys: dict[str, str] = {}
+    if target_traits(deployment.cluster.backend).makes_keys:
+        # The target made the service's keys (Azure): read them now (outside any transaction), store them
+        # encrypted.
+        primary, secondary = backend.service_keys(spec)
+        keys = {"primary_key_encrypted": encrypt(primary), "secondary_key_encrypted": encrypt(secondary)}
+    with transaction.atomic():
+        deployment_transition(
+            deployment=deployment,
+            to=ServiceState.HEALTHY,
+            scoring_uri=observed.scoring_uri,
+            swagger_uri=observed.swagger_uri,
+            error="",
+            message=replicas_ready,
+            actor=None,  # a worker's step: the system (named, so `keys` fills only the key fields)
+            **keys,
         )
-        params = {k: v for k, v in operation.params.items() if k != "from_generation"}
-        Operation.objects.filter(pk=operation.pk).update(params={**params, "restarts": restarts + 1})
-        operation.params = {**params, "restarts": restarts + 1}
-        if operation.kind == OperationKind.SERVICE_UPDATE:
-            service_files_write(deployment)
-            backend.update_service(spec)
-        else:
-            service_files_write(deployment)
-            backend.deploy_service(spec)
-        return poll()
-    if overdue(operation):
-        return fail(operation, "the deployment did not become Healthy in time")
-    set_phase(operation, "wait", max(operation.progress, 15 + int(75 * ready / max(total, 1))))
-    return poll() * target_traits(deployment.cluster.backend).poll_factor
+        succeed(operation, f"Succeeded: {deployment.name} is Healthy at {observed.scoring_uri}")
+    return None
+
+
+def _resubmit(
+    operation: Operation,
+    deployment: Deployment,
+    backend: Backend,
+    spec: ServiceSpec,
+    observed: ServiceObservation,
+) -> StepResult:
+    """The replicas went away mid-deploy: on the local target, Lynx itself was stopped (Ctrl-C stops every
+    supervisor) or the host restarted. Submit again, as a worker taking the step over would."""
+    restarts = int(operation.params.get("restarts", 0))
+    if restarts >= MAX_RESUBMITS:
+        return fail(operation, observed.error or "the service disappeared while it was being deployed")
+    operation_log(
+        operation, "The service's replicas are not running (was Lynx restarted?); starting it again"
+    )
+    operation.params = {k: v for k, v in operation.params.items() if k != "from_generation"}
+    params_set(operation, restarts=restarts + 1)
+    service_files_write(deployment)
+    if operation.kind == OperationKind.SERVICE_UPDATE:
+        ref = backend.update_service(spec)
+    else:
+        ref = backend.deploy_service(spec)
+    params_set(operation, operation_ref=ref)
+    return poll()
+
+
+def _give_up(
+    operation: Operation, backend: Backend, spec: ServiceSpec, observed: ServiceObservation, limit: float
+) -> StepResult:
+    """Lynx's limit is at least the target's own, so the target should have ended this by now. What it still
+    runs would go on unseen (reconcile and sync skip a Failed row): a new service is deleted where services
+    bill; an updated one served before, so removing it is its owner's call, and the error says so."""
+    traits = target_traits(operation_deployment(operation).cluster.backend)
+    what = "update" if operation.kind == OperationKind.SERVICE_UPDATE else "deployment"
+    error = (
+        f"the {what} did not become Healthy within {duration(limit)} (still {observed.state}); "
+        "Lynx gave up on it."
+    )
+    if not traits.removes_abandoned_services:
+        return fail(operation, error)
+    if operation.kind == OperationKind.SERVICE_UPDATE:
+        return fail(
+            operation,
+            f"{error} The service {spec.name} still exists on {traits.label}: update this deployment again, "
+            "or delete it so that it stops running.",
+        )
+    params_set(operation, abandoned_error=error)  # first: a worker that dies while deleting is finished above
+    return fail(operation, error + _remove_abandoned_service(operation, backend, spec, traits.label))
+
+
+def _remove_abandoned_service(operation: Operation, backend: Backend, spec: ServiceSpec, label: str) -> str:
+    """Ask the target to delete a service Lynx gave up on. Returns a sentence for the error."""
+    try:
+        backend.delete_service(spec)
+    except BackendError as exc:
+        operation_log(operation, f"Could not delete the service {spec.name}: {exc.message}")
+        return f" Lynx could not delete it ({exc.message}). " + _may_still_bill(spec.name, label)
+    operation_log(
+        operation, f"Asked {label} to delete the service {spec.name}, so that it does not keep running"
+    )
+    return f" Lynx asked {label} to delete the service, so nothing is left running."
+
+
+def _may_still_bill(name: str, label: str) -> str:
+    return (
+        f"The service {name} may still be running on {label}, and billing: delete this deployment in Lynx "
+        f"to try again, or delete the web service {name} from the workspace yourself."
+    )
 
 
 def service_delete_step(operation: Operation) -> StepResult:
@@ -141,13 +249,23 @@ def service_delete_step(operation: Operation) -> StepResult:
             deployment_transition(deployment=deployment, to=ServiceState.DELETED, message="deleted")
             succeed(operation, f"Deleted service {deployment.name}")
         return None
+    traits = target_traits(deployment.cluster.backend)
+    limit = timeout_s(traits.deploy_timeout_s)
+    if overdue(operation, limit):
+        return fail(
+            operation,
+            f"the deletion did not finish within {duration(limit)} (still {observed.state}). "
+            + _may_still_bill(spec.name, traits.label),
+        )
     operation_log(operation, f"{observed.state}..")
     set_phase(operation, "wait", creep(operation))
-    return poll() * target_traits(deployment.cluster.backend).poll_factor
+    return poll() * traits.poll_factor
 
 
 def service_failed(operation: Operation, error: str) -> None:
-    """A deploy, update or delete that failed leaves the deployment Failed, with the error on its page."""
+    """A deploy, update or delete that failed leaves the deployment Failed, with the error on its page. A
+    failed update's previous revision may still serve (the error says so); the row is Failed all the same,
+    so the reconciler leaves it alone until the owner updates, rolls back or deletes it."""
     deployment = operation_deployment(operation)
     try_transition(
         lambda: deployment_transition(

@@ -193,9 +193,32 @@ def creep(operation: Operation, ceiling: int = 90) -> int:
     return min(ceiling, operation.progress + max(1, (ceiling - operation.progress) // 6))
 
 
-def overdue(operation: Operation) -> bool:
+def timeout_s(allowed_s: float | None) -> float:
+    """How long Lynx follows a provisioning or a deployment before it gives up: the target's own allowance
+    (TargetTraits.provision_timeout_s / deploy_timeout_s, at least what the target itself allows, so Lynx
+    never gives up while Azure still works on it), or LYNX_DEPLOY_TIMEOUT_SECONDS where a target sets none,
+    times LYNX_TIMEOUT_SCALE (tests run Azure's pace scaled down)."""
+    allowed = settings.LYNX_DEPLOY_TIMEOUT_SECONDS if allowed_s is None else allowed_s
+    return float(allowed) * settings.LYNX_TIMEOUT_SCALE
+
+
+def overdue(operation: Operation, limit_s: float) -> bool:
+    """Whether the operation has run longer than `limit_s` (see timeout_s)."""
     started = operation.started_at or operation.created_at
-    return timezone.now() - started > timedelta(seconds=settings.LYNX_DEPLOY_TIMEOUT_SECONDS)
+    return timezone.now() - started > timedelta(seconds=limit_s)
+
+
+def duration(seconds: float) -> str:
+    """A limit as people say it: "30 min", "90 s", "1.8 s"."""
+    if seconds >= 120:
+        return f"{round(seconds / 60, 1):g} min"
+    return f"{seconds:.3g} s"
+
+
+def params_set(operation: Operation, **values: object) -> None:
+    """Merge `values` into the operation's params, in the row and in this copy alike."""
+    operation.params = {**operation.params, **values}
+    Operation.objects.filter(pk=operation.pk).update(params=operation.params)
 
 
 def poll() -> float:
