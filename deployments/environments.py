@@ -50,9 +50,14 @@ def default_entry_script() -> str:
     return DEFAULT_ENTRY_SCRIPT.read_text()
 
 
-def default_environment_yaml(name: str = "lynx-inference") -> str:
-    """The how-to's conda file, with `tensorflow` in place of the removed `tensorflow-gpu`."""
+def default_environment_yaml(name: str = "lynx-inference", *, gpu: bool = False) -> str:
+    """The how-to's conda file, with `tensorflow` in place of the removed `tensorflow-gpu`.
+
+    For a GPU deployment TensorFlow comes with its `and-cuda` extra: since 2.15 its wheel loads CUDA 12 and
+    cuDNN 9 from the nvidia-*-cu12 packages that extra brings, and without them it silently runs on the CPU.
+    """
     tf = runtime_version("tensorflow")
+    tensorflow = "tensorflow[and-cuda]" if gpu else "tensorflow"
     spec = {
         "name": name,
         "channels": ["conda-forge"],
@@ -63,7 +68,7 @@ def default_environment_yaml(name: str = "lynx-inference") -> str:
                 "pip": [
                     "azureml-defaults",
                     "azureml-contrib-services",
-                    f"tensorflow=={tf}" if tf else "tensorflow",
+                    f"{tensorflow}=={tf}" if tf else tensorflow,
                     "numpy",
                     "ujson",
                     "Pillow",
@@ -93,6 +98,7 @@ class Package:
     spec: str  # as written
     specifier: str  # e.g. "==2.2.0", "" when unpinned
     source: str  # "conda" | "pip"
+    extras: tuple[str, ...] = ()  # pip extras, e.g. ("and-cuda",)
 
 
 @dataclass
@@ -128,7 +134,8 @@ def _pip_package(spec: str) -> Package | None:
         requirement = Requirement(spec)
     except InvalidRequirement:
         return None
-    return Package(_normalize(requirement.name), spec, str(requirement.specifier), "pip")
+    extras = tuple(sorted(_normalize(e) for e in requirement.extras))
+    return Package(_normalize(requirement.name), spec, str(requirement.specifier), "pip", extras)
 
 
 class _AliasFreeLoader(yaml.SafeLoader):

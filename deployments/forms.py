@@ -11,19 +11,19 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.utils import timezone
 
 from deployments.backends import target_traits
+from deployments.cuda import GPU_BASE_IMAGE, check_gpu_environment
 from deployments.entry_scripts import check_entry_script
 from deployments.environments import check_environment, default_entry_script, default_environment_yaml
 from deployments.model_archives import LABELS_MAX_BYTES
 from deployments.models import Cluster, Deployment, RegisteredModel
 from deployments.services.deployments import CONFIG_FIELDS
 from deployments.states import ProvisioningState, ServiceState
+from deployments.vm_sizes import COMPUTE_NAME_PATTERN, COMPUTE_NAME_RULE
 
-# Azure ML's rules: compute target names are 2-16 letters, digits or dashes; service names are
-# 3-32 lowercase letters, digits or dashes and start with a letter.
-cluster_name_rule = RegexValidator(
-    r"^[A-Za-z0-9-]{2,16}$",
-    "A cluster name is 2 to 16 letters, digits or dashes (Azure's rule for compute targets).",
-)
+# Azure ML's rules: compute target names are 3-24 letters, digits or hyphens, start with a letter and end with
+# a letter or digit (deployments.vm_sizes); service names are 3-32 lowercase letters, digits or dashes and
+# start with a letter.
+cluster_name_rule = RegexValidator(COMPUTE_NAME_PATTERN, COMPUTE_NAME_RULE)
 service_name_rule = RegexValidator(
     r"^[a-z][a-z0-9-]{2,31}$",
     "A deployment name is 3 to 32 lowercase letters, digits or dashes, starting with a letter "
@@ -52,7 +52,7 @@ class IdempotentForm(forms.Form):
 class ClusterBaseForm(IdempotentForm):
     """What every new cluster asks, local or on Azure: a free name, and when to tear it down."""
 
-    name = forms.CharField(max_length=16, validators=[cluster_name_rule])
+    name = forms.CharField(max_length=24, validators=[cluster_name_rule])
     expires_in_hours = forms.IntegerField(
         required=False,
         validators=[MinValueValidator(1), MaxValueValidator(24 * 90)],
@@ -83,7 +83,7 @@ class ClusterBaseForm(IdempotentForm):
 class ClusterForm(ClusterBaseForm):
     """A local cluster: the machine Lynx runs on."""
 
-    name = forms.CharField(max_length=16, validators=[cluster_name_rule], initial="local-gpu")
+    name = forms.CharField(max_length=24, validators=[cluster_name_rule], initial="local-gpu")
 
 
 def _uploaded_text(upload, what: str) -> str:
@@ -156,6 +156,14 @@ class ServiceConfigForm(IdempotentForm):
             "(at least 5 ms), and never longer than this."
         ),
     )
+    token_auth_enabled = forms.BooleanField(
+        required=False,
+        label="Token auth (Azure)",
+        help_text=(
+            "Clients send a short-lived token from get_access_token() instead of a fixed key. Off: key auth "
+            "(Azure refuses both at once)."
+        ),
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -196,12 +204,33 @@ class ServiceConfigForm(IdempotentForm):
             self.add_error("environment_yaml", error)
         self.warnings += check.warnings
 
+    def _check_gpu_environment(self, data: dict, cluster: Cluster | None) -> None:
+        """A GPU deployment on a target that builds an image from the environment (Azure) must ask for a
+        framework that can use the GPU image's CUDA; the untouched default becomes the GPU default."""
+        if not data.get("gpu_enabled") or cluster is None or target_traits(cluster.backend).on_this_host:
+            return
+        text = data.get("environment_yaml") or ""
+        if text.strip() == default_environment_yaml().strip():
+            data["environment_yaml"] = text = default_environment_yaml(gpu=True)
+        check = check_gpu_environment(text, GPU_BASE_IMAGE)
+        for error in check.errors:
+            self.add_error("environment_yaml", error)
+        self.warnings += check.warnings
+
     def clean(self) -> dict[str, Any]:
         super().clean()  # Form.clean returns self.cleaned_data
         data = self.cleaned_data
         self._check_entry_script(data)
         self._check_environment(data)
         cluster = self._cluster()
+        if "environment_yaml" not in self.errors:
+            self._check_gpu_environment(data, cluster)
+        if (
+            data.get("token_auth_enabled")
+            and cluster is not None
+            and target_traits(cluster.backend).on_this_host
+        ):
+            self.add_error("token_auth_enabled", "Token auth is Azure's: the local target uses keys.")
         if data.get("gpu_enabled"):
             if cluster is not None and not cluster.has_gpu:
                 self.add_error(

@@ -55,7 +55,7 @@ class Workspace(models.Model):
 class Cluster(models.Model):
     """A compute target: the local machine, or an AKS cluster in an Azure ML workspace."""
 
-    name = models.CharField(max_length=16)
+    name = models.CharField(max_length=24)  # Azure's compute names: 3 to 24 characters
     # Which target (settings.LYNX_TARGETS): the choices come from the registry, so adding a target is its
     # package and one line there.
     backend = models.CharField(max_length=16, choices=target_choices, default=LOCAL_TARGET)
@@ -84,6 +84,20 @@ class Cluster(models.Model):
     expiry_warned_at = models.DateTimeField(null=True, blank=True)
     # The owner said "still in use": the idle rule does not fire before this time.
     idle_extended_until = models.DateTimeField(null=True, blank=True)
+    # Azure: the AKS cluster's Kubernetes version, read from ARM when it becomes Succeeded (AKS supports about
+    # N-2 minors; services should be redeployed after an upgrade).
+    kubernetes_version = models.CharField(max_length=32, blank=True)
+    # Azure: TLS on the cluster's scoring front end (azureml-fe). "leaf": Microsoft's certificate for
+    # <leaf label>…cloudapp.azure.com (renewed by hand since v1's deprecation); "custom": the owner's own
+    # certificate for a CNAME, its key encrypted with deployments.crypto and never shown; "": plain http.
+    tls_mode = models.CharField(max_length=8, blank=True)
+    tls_leaf_domain_label = models.CharField(max_length=63, blank=True)
+    tls_cname = models.CharField(max_length=253, blank=True)
+    tls_certificate = models.TextField(blank=True)  # PEM, public
+    tls_key_encrypted = models.TextField(blank=True)
+    tls_updated_at = models.DateTimeField(null=True, blank=True)  # when TLS was last enabled or renewed
+    # Azure: the scoring front end on an internal load balancer (a private IP); it needs an own certificate.
+    internal_load_balancer = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -175,6 +189,8 @@ class Deployment(models.Model):
     # Local target: the front port, reserved when the deployment is created and reused by every restart, so
     # its scoring URI never changes while it exists. None for Azure, and for deployments from before 0010.
     local_port = models.PositiveIntegerField(null=True, blank=True)
+    # Azure: clients send a token from get_access_token() (it expires) instead of a fixed key.
+    token_auth_enabled = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -205,6 +221,7 @@ class OperationKind(models.TextChoices):
     SERVICE_KEY_REGENERATE = "service_key_regenerate", "Regenerate key"
     SERVICE_LOGS = "service_logs", "Fetch logs"
     WORKSPACE_TEST = "workspace_test", "Test workspace connection"
+    CLUSTER_TLS = "cluster_tls", "Enable or renew TLS"
 
 
 class Operation(models.Model):
@@ -278,13 +295,16 @@ class ExternalResource(models.Model):
 
     `unmanaged`: a compute target or web service exists in the workspace but Lynx did not create it (made in
     the portal, by a notebook, or left behind), so it bills without appearing on the overview. `missing`: Lynx
-    believes a cluster or service exists but Azure does not list it (deleted behind Lynx's back). A finding
+    believes a cluster or service exists but Azure does not list it (deleted behind Lynx's back). `billing`:
+    Lynx gave up on it (Failed) but Azure still lists it, so it bills until deleted. A finding
     stays open while the sync keeps seeing it and is resolved (kept, with `resolved_at`) once it is gone.
     """
 
     class Finding(models.TextChoices):
         UNMANAGED = "unmanaged", "In Azure, not in Lynx"
         MISSING = "missing", "In Lynx, not in Azure"
+        # Lynx gave up on it (Failed) but Azure still has it: it bills until someone deletes it.
+        STILL_BILLING = "billing", "Failed in Lynx, still billing in Azure"
 
     class Kind(models.TextChoices):
         COMPUTE = "compute", "Compute target"

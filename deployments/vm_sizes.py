@@ -8,11 +8,26 @@ SkyPilot v6 catalog, roughly August 2024). Numbers are copied as the docs give t
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
-# Azure ML: "If your cluster has less than 12 virtual CPUs, you will need to specify 'DevTest'".
+# Azure ML: "If your cluster has less than 12 virtual CPUs, you will need to specify 'DevTest'", and
+# production (FastProd) clusters "must contain at least 3 nodes".
 FAST_PROD_MIN_VCPUS = 12
+FAST_PROD_MIN_NODES = 3
 CLUSTER_PURPOSES = ("DevTest", "FastProd")
+# Azure ML's compute name rule: 3 to 24 characters, starting with a letter, letters, digits and hyphens,
+# ending with a letter or digit.
+COMPUTE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$"
+COMPUTE_NAME_RULE = (
+    "A compute name is 3 to 24 letters, digits or hyphens, starting with a letter and ending with a letter "
+    "or digit (Azure ML's rule)."
+)
+
+
+def compute_name_problem(name: str) -> str:
+    """Why Azure ML would refuse this compute target name ("" when it would not)."""
+    return "" if re.match(COMPUTE_NAME_PATTERN, name or "") else f"{name!r}: {COMPUTE_NAME_RULE}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ def _d(value: str) -> dt.date:
 
 _K80_RETIRED = _d("2023-09-06")  # NC, NCv2, ND and NV v1: "extended by one year" to 6 September 2023
 _NCV3_RETIRED = _d("2025-09-30")
+_NC24RS_V3_RETIRED = _d("2025-03-31")  # earlier than the rest of NCv3 (retired-sizes-list)
 _NVV3_ANNOUNCED, _NVV3_PLANNED = _d("2026-04-15"), _d("2026-09-30")
 _DSV2_ANNOUNCED, _DSV2_PLANNED = _d("2025-03-31"), _d("2028-05-01")
 
@@ -148,14 +164,14 @@ GPU_SIZES: tuple[VmSize, ...] = (
             ("Standard_NV48s_v3", 48, 448, 4, 4.56, "Standard_NV72ads_A10_v5"),
         )
     ),
-    # NCv3 (V100): retired 2025-09-30.
+    # NCv3 (V100): retired 2025-09-30, NC24rs_v3 already on 2025-03-31.
     *(
-        VmSize(name, cpu, mem, gpus, "NVIDIA V100", 16, price, retired_on=_NCV3_RETIRED, replacement=repl)
-        for name, cpu, mem, gpus, price, repl in (
-            ("Standard_NC6s_v3", 6, 112, 1, 3.06, "Standard_NC24ads_A100_v4"),
-            ("Standard_NC12s_v3", 12, 224, 2, 6.12, "Standard_NC48ads_A100_v4"),
-            ("Standard_NC24s_v3", 24, 448, 4, 12.24, "Standard_NC96ads_A100_v4"),
-            ("Standard_NC24rs_v3", 24, 448, 4, 13.46, "Standard_NC96ads_A100_v4"),
+        VmSize(name, cpu, mem, gpus, "NVIDIA V100", 16, price, retired_on=retired, replacement=repl)
+        for name, cpu, mem, gpus, price, retired, repl in (
+            ("Standard_NC6s_v3", 6, 112, 1, 3.06, _NCV3_RETIRED, "Standard_NC24ads_A100_v4"),
+            ("Standard_NC12s_v3", 12, 224, 2, 6.12, _NCV3_RETIRED, "Standard_NC48ads_A100_v4"),
+            ("Standard_NC24s_v3", 24, 448, 4, 12.24, _NCV3_RETIRED, "Standard_NC96ads_A100_v4"),
+            ("Standard_NC24rs_v3", 24, 448, 4, 13.46, _NC24RS_V3_RETIRED, "Standard_NC96ads_A100_v4"),
         )
     ),
     # First-generation sizes, all retired 6 September 2023 (no East US price any more).
@@ -194,7 +210,7 @@ CPU_SIZES: tuple[VmSize, ...] = (
         retirement_announced_on=_DSV2_ANNOUNCED,
         retirement_planned_on=_DSV2_PLANNED,
         replacement="Standard_D4s_v5",
-        note="azureml-core's default AKS agent size (3 nodes = 12 vCPUs, the FastProd minimum).",
+        note="azureml-core's default AKS agent size; capacity limited and restricted on new subscriptions.",
     ),
     VmSize(
         "Standard_DS3_v2",
@@ -279,10 +295,19 @@ def validate_aks_cluster(vm_size: str, node_count: int, cluster_purpose: str, to
         errors.append(
             f"{info.vm_size}{kind} was retired on {_long_date(when)} and can no longer be created.{instead}"
         )
-    if cluster_purpose == "FastProd" and node_count >= 1 and node_count * info.vcpus < FAST_PROD_MIN_VCPUS:
-        errors.append(
-            f"FastProd clusters need at least {FAST_PROD_MIN_VCPUS} vCPUs; {node_count} × {info.vm_size} "
-            f"({info.vcpus} vCPUs each) gives {node_count * info.vcpus}. Use DevTest, or at least "
-            f"{-(-FAST_PROD_MIN_VCPUS // info.vcpus)} nodes."
-        )
+    if cluster_purpose == "FastProd" and node_count >= 1:
+        errors += _fast_prod_problems(info, node_count)
     return errors
+
+
+def _fast_prod_problems(info: VmSize, node_count: int) -> list[str]:
+    """FastProd needs at least 12 vCPUs in all AND at least 3 nodes."""
+    vcpus = node_count * info.vcpus
+    if node_count >= FAST_PROD_MIN_NODES and vcpus >= FAST_PROD_MIN_VCPUS:
+        return []
+    nodes_needed = max(FAST_PROD_MIN_NODES, -(-FAST_PROD_MIN_VCPUS // info.vcpus))
+    return [
+        f"FastProd clusters need at least {FAST_PROD_MIN_VCPUS} vCPUs and at least {FAST_PROD_MIN_NODES} "
+        f"nodes; {node_count} × {info.vm_size} ({info.vcpus} vCPUs each) gives {vcpus} vCPUs on "
+        f"{node_count} node{'s' if node_count != 1 else ''}. Use DevTest, or at least {nodes_needed} nodes."
+    ]

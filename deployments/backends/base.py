@@ -9,6 +9,7 @@ database transaction open around one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -49,6 +50,14 @@ class ClusterSpec:
     location: str = ""
     attach_resource_id: str = ""  # set when attaching an existing AKS cluster instead of creating
     workspace: WorkspaceSpec | None = None
+    # TLS on the scoring front end: tls_mode "leaf" (Microsoft's certificate for tls_leaf_domain_label),
+    # "custom" (tls_certificate + tls_key PEM for tls_cname; the key decrypted) or "" (plain http).
+    tls_mode: str = ""
+    tls_leaf_domain_label: str = ""
+    tls_cname: str = ""
+    tls_certificate: str = ""
+    tls_key: str = field(default="", repr=False)
+    internal_load_balancer: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class ServiceSpec:
     max_batch_size: int = 32
     max_batch_wait_ms: int = 5
     port: int = 0  # local target: the front port reserved for the deployment (0: none reserved, legacy)
+    token_auth_enabled: bool = False  # Azure: clients send a short-lived token instead of a key
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,11 @@ class ServiceObservation:
     # What the target did on its own (a replica OOMKilled and restarted), oldest first: {"id", "message", …};
     # "id" is unique per service, for the reconciler to record each event once.
     events: tuple[dict, ...] = ()
+    # The state of the target's own long-running operation, when observe_service was given one (Azure ML's
+    # MMS operation: NotStarted, Running, Succeeded, Failed, TimedOut, Cancelled); "" otherwise. A deploy or
+    # update ends with that operation's result, not with the service state alone (a failed update can leave
+    # the previous revision Healthy).
+    operation_state: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,14 @@ class TargetTraits:
     gpus_per_node: bool  # a cluster has nodes, and a GPU count is per node
     removes_failed_clusters: bool  # what failed to provision may still bill: the step removes it
     missing_is_final: bool  # a service missing from the target was deleted behind Lynx's back: no restart
+    # How long Lynx follows a provisioning or a deployment before it gives up: at least as long as the target
+    # itself allows (Azure: AKS creation takes ~10 min, MMS allows a deployment 20 min), times
+    # settings.LYNX_TIMEOUT_SCALE. None: settings.LYNX_DEPLOY_TIMEOUT_SECONDS.
+    provision_timeout_s: float | None = None
+    deploy_timeout_s: float | None = None
+    # A new service Lynx gives up on (still not Healthy at deploy_timeout_s) may still run and bill on the
+    # target: the step deletes it, as removes_failed_clusters does for clusters.
+    removes_abandoned_services: bool = False
 
 
 class Backend(Protocol):
@@ -150,12 +173,19 @@ class Backend(Protocol):
         """What a Succeeded cluster's row records (gpu_count, gpu_kind; for an attached one what it found)."""
         ...
 
-    def deploy_service(self, spec: ServiceSpec) -> None: ...
-    def update_service(self, spec: ServiceSpec) -> None: ...
-    def observe_service(self, spec: ServiceSpec) -> ServiceObservation: ...
+    # deploy/update/restart return a reference to the target's own long-running operation (Azure: the MMS
+    # operation's URL), or None when the target has none; the step keeps it and passes it back to
+    # observe_service, whose observation then carries that operation's state and error.
+    def deploy_service(self, spec: ServiceSpec) -> str | None: ...
+    def update_service(self, spec: ServiceSpec) -> str | None: ...
+    def observe_service(self, spec: ServiceSpec, operation_ref: str | None = None) -> ServiceObservation: ...
     def delete_service(self, spec: ServiceSpec) -> None: ...
-    def restart_service(self, spec: ServiceSpec) -> None: ...
+    def restart_service(self, spec: ServiceSpec) -> str | None: ...
 
     def service_logs(self, spec: ServiceSpec, lines: int = 200) -> dict[str, str]: ...
     def service_keys(self, spec: ServiceSpec) -> tuple[str, str]: ...
     def regenerate_key(self, spec: ServiceSpec, key: KeyName) -> tuple[str, str]: ...
+    def service_access_token(self, spec: ServiceSpec) -> tuple[str, datetime | None]:
+        """A short-lived token for a token-auth service, and when to ask for a new one (Azure's
+        `token_auth_enabled`); a target without token auth raises BackendError."""
+        ...

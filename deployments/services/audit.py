@@ -46,6 +46,8 @@ AUDIT_ACTIONS: dict[str, str] = {
     "azure.unmanaged_resolved": "a resource in Azure that Lynx did not manage is gone or accounted for",
     "azure.missing": "the sync found a resource Lynx manages missing from Azure",
     "azure.missing_resolved": "a resource missing from Azure is back",
+    "azure.billing": "the sync found a resource Lynx gave up on (Failed in Lynx) still in Azure",
+    "azure.billing_resolved": "a resource Lynx gave up on is gone from Azure",
 }
 
 

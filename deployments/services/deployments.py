@@ -41,6 +41,7 @@ CONFIG_FIELDS = (
     "autoscale_target_utilization",
     "max_batch_size",
     "max_batch_wait_ms",
+    "token_auth_enabled",
 )
 
 

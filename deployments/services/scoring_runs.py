@@ -27,12 +27,14 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image, UnidentifiedImageError
 
+from deployments.backends.base import BackendError
 from deployments.crypto import decrypt
 from deployments.models import Deployment, ScoringRun
 from deployments.states import ServiceState
 
 from .audit import actor_name, audit_record
 from .operations import Refused
+from .specs import backend_for, service_spec
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 # Pillow's own guard (Image.MAX_IMAGE_PIXELS, ~89 MP, DecompressionBombError at twice that) is looser than
@@ -298,6 +300,18 @@ def _read_scores(outcome: Outcome, labels: list[str]) -> None:
         outcome.error = "The answer is JSON but holds no scores Lynx recognises; the raw JSON is below."
 
 
+def _credential(deployment: Deployment) -> str:
+    """What goes after `Bearer`: the stored primary key, or for a token-auth deployment (Azure's
+    token_auth_enabled: keys do not work there) a fresh short-lived token from the target."""
+    if not deployment.token_auth_enabled:
+        return decrypt(deployment.primary_key_encrypted)
+    try:
+        token, _refresh_after = backend_for(deployment.cluster).service_access_token(service_spec(deployment))
+    except BackendError as exc:
+        raise Refused(f"Could not get a scoring token for {deployment.name}: {exc.message}") from exc
+    return token
+
+
 def scoring_run_create(
     *,
     user: User,
@@ -317,7 +331,7 @@ def scoring_run_create(
             f"{deployment.name} is {deployment.state}: only a Healthy deployment can be test-scored."
         )
     checked = image_check(image)
-    key = decrypt(deployment.primary_key_encrypted)
+    key = _credential(deployment)
     if not deployment.scoring_uri or not key:
         raise Refused(
             f"{deployment.name} has no scoring URI or key yet; wait until its deployment has finished."

@@ -34,6 +34,12 @@ def cluster_spec(cluster: Cluster) -> ClusterSpec:
         location=cluster.location,
         attach_resource_id=cluster.attach_resource_id,
         workspace=workspace_spec(cluster.workspace) if cluster.workspace is not None else None,
+        tls_mode=cluster.tls_mode,
+        tls_leaf_domain_label=cluster.tls_leaf_domain_label,
+        tls_cname=cluster.tls_cname,
+        tls_certificate=cluster.tls_certificate,
+        tls_key=decrypt(cluster.tls_key_encrypted),
+        internal_load_balancer=cluster.internal_load_balancer,
     )
 
 
@@ -90,6 +96,7 @@ def service_spec(deployment: Deployment) -> ServiceSpec:
         max_batch_size=deployment.max_batch_size,
         max_batch_wait_ms=deployment.max_batch_wait_ms,
         port=deployment.local_port or 0,
+        token_auth_enabled=deployment.token_auth_enabled,
     )
 
 

@@ -90,6 +90,7 @@ def init():
     """Load the model once per worker process, before any request is served."""
     global model_signature, labels, model_info, batcher
 
+    require_gpu_if_asked()
     model_root = Path(os.environ["AZUREML_MODEL_DIR"])
     saved_model_dir = find_saved_model(model_root)
     model_signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
@@ -107,6 +108,27 @@ def init():
     print(
         f"Loaded {saved_model_dir} ({len(labels)} labels), model {model_info}, "
         f"max batch size {max_batch_size}, max wait {max_wait_ms:g} ms"
+    )
+
+
+def require_gpu_if_asked() -> None:
+    """Fail init() when the deployment asked for a GPU (LYNX_REQUIRE_GPU=1, set by Lynx's Azure and local
+    targets) and TensorFlow sees none.
+
+    TensorFlow that cannot load its CUDA libraries (a CUDA 11 image under a CUDA 12 wheel, no and-cuda extra)
+    silently runs on the CPU, and the service would still go Healthy; failing here makes the deployment fail
+    with the reason instead.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    print(f"TensorFlow {tf.__version__} sees GPUs: {gpus}")
+    if os.environ.get("LYNX_REQUIRE_GPU") != "1" or gpus:
+        return
+    build = tf.sysconfig.get_build_info()
+    raise RuntimeError(
+        "This deployment asked for a GPU but TensorFlow sees none: TensorFlow "
+        f"{tf.__version__} was built for CUDA {build.get('cuda_version', '?')} and cuDNN "
+        f"{build.get('cudnn_version', '?')} and could not load them. Use tensorflow[and-cuda] (it brings its "
+        "own CUDA libraries) or a base image with that CUDA version, and check that the node has a GPU."
     )
 
 

@@ -18,6 +18,11 @@ TRAITS = TargetTraits(
     gpus_per_node=True,
     removes_failed_clusters=True,
     missing_is_final=True,
+    removes_abandoned_services=True,
+    # Azure's own limits (docs/shared reference azure-2026.md, 1.2): creating an AKS cluster takes ~10 min
+    # or more, and MMS gives a deployment 20 min before DeploymentTimedOut. Lynx follows both for longer.
+    provision_timeout_s=1800,
+    deploy_timeout_s=1800,
 )
 
 

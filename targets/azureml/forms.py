@@ -123,40 +123,166 @@ def vm_size_choices(today: dt.date | None = None) -> list[tuple[str, list[tuple[
         price = _price(size, prices)
         cost = f"${price:.3f}/h per node" if price is not None else "no price in the table"
         gpu = f"GPU {size.gpu_label}" if size.is_gpu else "no GPU"
-        retiring = f" · retiring {size.retirement_planned_on:%d %b %Y}" if size.retirement_planned_on else ""
+        retiring = (
+            f" · capacity limited, retiring {size.retirement_planned_on:%d %b %Y}"
+            if size.retirement_planned_on
+            else ""
+        )
         return f"{size.vm_size} — {gpu}, {size.vcpus} vCPU, {size.memory_gb:g} GB, {cost}{retiring}"
 
-    cpus = sorted((s for s in CPU_SIZES if not s.is_retired(today)), key=lambda s: (s.vcpus, s.vm_size))
+    # Current sizes first; sizes announced for retirement (Dv2/DSv2: capacity limited, restricted on new
+    # subscriptions) last, so none of them looks like the default.
+    cpus = sorted(
+        (s for s in CPU_SIZES if not s.is_retired(today)),
+        key=lambda s: (s.retirement_planned_on is not None, s.vcpus, s.vm_size),
+    )
     return [
         ("GPU sizes", [(s.vm_size, f"🟢 {label(s)}") for s in gpu_sizes(today)]),
         ("CPU sizes (no GPU: no GPU deployments)", [(s.vm_size, label(s)) for s in cpus]),
     ]
 
 
-class AzureClusterForm(ClusterBaseForm):
-    """Provision a new AKS cluster in a workspace, or attach an existing AKS cluster to it."""
+ATTACH_REASON = (
+    "Recommended: create the AKS cluster yourself (Standard load balancer, a Kubernetes version you choose) "
+    "and attach it. Clusters that Azure ML v1 creates got a Basic load balancer, which AKS dropped on "
+    "30 September 2025; whether v1 creation still works in 2026 is unverified."
+)
+CREATE_WARNING = (
+    "Unverified in 2026: Azure ML v1 created clusters with a Basic load balancer, retired on 30 September "
+    "2025, and SDK v1 support ended on 30 June 2026. Prefer attaching a cluster you created in AKS."
+)
+TLS_RENEWAL_NOTE = (
+    "Microsoft's certificate is no longer renewed automatically (v1 is deprecated): renew it by hand from "
+    "the cluster's page before it expires; Azure takes about 5 hours to roll a renewal out."
+)
+# Azure's leaf domain label: a DNS label (letters, digits, hyphens; not starting or ending with a hyphen).
+leaf_label_rule = RegexValidator(
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+    "A leaf domain label is 1 to 63 lowercase letters, digits or hyphens, not starting or ending with one.",
+)
+cname_rule = RegexValidator(
+    r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
+    "Write the CNAME as a DNS name, e.g. scoring.contoso.com.",
+)
+TLS_NONE, TLS_LEAF, TLS_CUSTOM = "", "leaf", "custom"
+TLS_CHOICES = [
+    (TLS_NONE, "No TLS (plain http: keys and data travel in clear)"),
+    (TLS_LEAF, "Microsoft's certificate for a leaf domain label"),
+    (TLS_CUSTOM, "My own certificate and CNAME"),
+]
+PEM_MAX_BYTES = 64 * 1024
+
+
+class TlsFieldsMixin(forms.Form):
+    """TLS on the cluster's scoring front end: Microsoft's leaf-domain certificate or the owner's own."""
+
+    tls_mode = forms.ChoiceField(
+        choices=TLS_CHOICES, required=False, label="TLS", widget=forms.RadioSelect, help_text=TLS_RENEWAL_NOTE
+    )
+    tls_leaf_domain_label = forms.CharField(
+        max_length=63,
+        required=False,
+        validators=[leaf_label_rule],
+        label="Leaf domain label",
+        help_text="The scoring host becomes <label>###.<region>.cloudapp.azure.com.",
+    )
+    tls_cname = forms.CharField(max_length=253, required=False, validators=[cname_rule], label="CNAME")
+    tls_certificate = forms.FileField(required=False, label="Certificate (PEM)")
+    tls_key = forms.FileField(
+        required=False, label="Private key (PEM)", help_text="Stored encrypted and never shown again."
+    )
+
+    def _pem(self, field: str, marker: str) -> str:
+        upload = self.cleaned_data.get(field)
+        if not upload:
+            self.add_error(field, "Upload it for TLS with your own certificate.")
+            return ""
+        if upload.size > PEM_MAX_BYTES:
+            self.add_error(field, f"A PEM file is a few KiB; this one is over {PEM_MAX_BYTES // 1024} KiB.")
+            return ""
+        text = upload.read().decode("utf-8", "replace")
+        if f"-----BEGIN {marker}" not in text and "-----BEGIN" not in text:
+            self.add_error(field, f"That is not a PEM file (no -----BEGIN {marker}----- line).")
+            return ""
+        return text
+
+    def clean_tls(self, *, internal_load_balancer: bool = False) -> dict[str, str]:
+        """The TLS settings as the services take them (key in clear, encrypted by the service)."""
+        data = self.cleaned_data
+        mode = data.get("tls_mode") or TLS_NONE
+        if mode == TLS_NONE:
+            if internal_load_balancer:
+                self.add_error("tls_mode", "An internal load balancer needs TLS with your own certificate.")
+            return {"tls_mode": ""}
+        if mode == TLS_LEAF:
+            if internal_load_balancer:
+                self.add_error(
+                    "tls_mode",
+                    "An internal load balancer has no public name for Microsoft's certificate: "
+                    "upload your own.",
+                )
+            if not data.get("tls_leaf_domain_label"):
+                self.add_error(
+                    "tls_leaf_domain_label", "Give the leaf domain label for Microsoft's certificate."
+                )
+            return {"tls_mode": mode, "tls_leaf_domain_label": data.get("tls_leaf_domain_label") or ""}
+        if not data.get("tls_cname"):
+            self.add_error("tls_cname", "Give the CNAME your certificate is for.")
+        return {
+            "tls_mode": mode,
+            "tls_cname": data.get("tls_cname") or "",
+            "tls_certificate": self._pem("tls_certificate", "CERTIFICATE"),
+            "tls_key": self._pem("tls_key", "PRIVATE KEY"),
+        }
+
+
+class AzureTlsForm(TlsFieldsMixin, IdempotentForm):
+    """Enable TLS on an existing cluster, or renew its certificate."""
+
+    renew = forms.BooleanField(required=False, label="Renew Microsoft's certificate (same leaf label)")
+
+
+class AzureClusterForm(TlsFieldsMixin, ClusterBaseForm):
+    """Attach an existing AKS cluster to a workspace (recommended), or provision a new one through v1."""
 
     field_order = [
         "workspace",
         "mode",
         "name",
+        "attach_resource_id",
         "vm_size",
         "node_count",
         "cluster_purpose",
         "location",
-        "attach_resource_id",
+        "internal_load_balancer",
+        "tls_mode",
+        "tls_leaf_domain_label",
+        "tls_cname",
+        "tls_certificate",
+        "tls_key",
     ]  # then the teardown fields every cluster form ends with
 
     CREATE, ATTACH = "create", "attach"
 
     workspace = forms.ModelChoiceField(queryset=Workspace.objects.order_by("name"), empty_label=None)
     mode = forms.ChoiceField(
-        choices=[(CREATE, "Provision a new AKS cluster"), (ATTACH, "Attach an existing AKS cluster")],
-        initial=CREATE,
+        choices=[
+            (ATTACH, "Attach an existing AKS cluster (recommended)"),
+            (CREATE, "Provision a new AKS cluster through Azure ML v1 (unverified in 2026)"),
+        ],
+        initial=ATTACH,
         widget=forms.RadioSelect,
+        help_text=ATTACH_REASON,
     )
     name = forms.CharField(
-        max_length=16, validators=[cluster_name_rule], help_text="2 to 16 letters, digits or dashes."
+        max_length=24,
+        validators=[cluster_name_rule],
+        help_text="3 to 24 letters, digits or hyphens; starts with a letter, ends with a letter or digit.",
+    )
+    internal_load_balancer = forms.BooleanField(
+        required=False,
+        label="Internal load balancer",
+        help_text="Scoring on a private IP in the cluster's network; TLS then needs your own certificate.",
     )
     vm_size = forms.CharField(max_length=64, required=False, label="VM size", widget=forms.Select())
     node_count = forms.IntegerField(
@@ -165,7 +291,7 @@ class AzureClusterForm(ClusterBaseForm):
     cluster_purpose = forms.ChoiceField(
         choices=[(p, p) for p in CLUSTER_PURPOSES],
         initial="DevTest",
-        help_text="FastProd needs at least 12 vCPUs in the cluster; DevTest runs on one node.",
+        help_text="FastProd needs at least 3 nodes and 12 vCPUs in the cluster; DevTest runs on one node.",
     )
     location = forms.CharField(
         max_length=32, required=False, validators=[location_rule], help_text="Empty: the workspace's region."
@@ -203,6 +329,7 @@ class AzureClusterForm(ClusterBaseForm):
     def clean(self) -> dict[str, Any]:
         super().clean()  # Form.clean returns self.cleaned_data
         data = self.cleaned_data
+        data["tls"] = self.clean_tls(internal_load_balancer=bool(data.get("internal_load_balancer")))
         if data.get("mode") == self.ATTACH:
             resource_id = (data.get("attach_resource_id") or "").strip()
             if not resource_id:
@@ -232,6 +359,7 @@ class AzureClusterForm(ClusterBaseForm):
             )
         if notice := retirement_notice(vm_size, self.today):
             self.warnings.append(notice)
+        self.warnings.append(CREATE_WARNING)
         return data
 
 

@@ -58,11 +58,13 @@ def external_resources_resolved(workspace: Workspace, limit: int = 20) -> QueryS
 
 
 def unmanaged_cost_per_hour(rows) -> Decimal:
-    """What the unmanaged compute targets among `rows` cost per hour (price table, else the size list)."""
+    """What the unmanaged and still-billing compute targets among `rows` cost per hour (price table, else the
+    size list)."""
     prices = vm_price_map()
     total = Decimal(0)
+    billing = (ExternalResource.Finding.UNMANAGED, ExternalResource.Finding.STILL_BILLING)
     for row in rows:
-        if row.finding != ExternalResource.Finding.UNMANAGED or row.kind != ExternalResource.Kind.COMPUTE:
+        if row.finding not in billing or row.kind != ExternalResource.Kind.COMPUTE:
             continue
         price = prices.get(row.vm_size.lower())
         per_node = price.price_per_hour if price is not None else None
@@ -79,6 +81,13 @@ def deployment_azure_operations(deployment: Deployment, limit: int = 20) -> Quer
         Q(deployment=deployment, kind=OperationKind.SERVICE_KEY_REGENERATE)
         | Q(kind=OperationKind.SERVICE_LOGS, params__deployment_id=deployment.pk)
     ).order_by("-created_at")[:limit]
+
+
+def cluster_tls_operations(cluster: Cluster, limit: int = 20) -> QuerySet[Operation]:
+    """A cluster's TLS enables and certificate renewals."""
+    return Operation.objects.filter(cluster=cluster, kind=OperationKind.CLUSTER_TLS).order_by("-created_at")[
+        :limit
+    ]
 
 
 def deployment_latest_logs(deployment: Deployment) -> Operation | None:

@@ -14,18 +14,23 @@ from accounts.roles import AuthedRequest, admin_required, deployer_required
 from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.forms import ConfirmForm
-from deployments.models import Deployment, Workspace
-from deployments.services import Refused, cluster_create
+from deployments.models import Cluster, Deployment, Workspace
+from deployments.services import Refused
 from deployments.services.deployments import deployment_key_regenerate
 from targets.azureml import KIND as AZUREML
 from targets.azureml import selectors as azure_selectors
 from targets.azureml.forms import (
+    ATTACH_REASON,
+    CREATE_WARNING,
+    TLS_RENEWAL_NOTE,
     AzureClusterForm,
     AzureKeyForm,
     AzureLogsForm,
+    AzureTlsForm,
     WorkspaceForm,
     WorkspaceSecretForm,
 )
+from targets.azureml.services.clusters import azure_cluster_create, cluster_tls_enable
 from targets.azureml.services.sync import azure_sync_request
 from targets.azureml.services.workspaces import (
     deployment_azure_logs_fetch,
@@ -130,20 +135,21 @@ def workspace_sync_view(request: AuthedRequest, pk: int) -> HttpResponse:
 @deployer_required
 def azure_cluster_new(request: AuthedRequest) -> HttpResponse:
     initial = {"workspace": request.GET["workspace"]} if request.GET.get("workspace", "").isdigit() else None
-    form = AzureClusterForm(request.POST or None, initial=initial)
+    form = AzureClusterForm(request.POST or None, request.FILES or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            operation = cluster_create(
+            operation = azure_cluster_create(
                 user=request.user,
                 name=data["name"],
-                backend=AZUREML,
                 workspace=data["workspace"],
                 vm_size=data["vm_size"],
                 node_count=data["node_count"],
                 cluster_purpose=data["cluster_purpose"],
                 location=data["location"] or data["workspace"].location,
                 attach_resource_id=data["attach_resource_id"],
+                internal_load_balancer=bool(data.get("internal_load_balancer")),
+                tls=data["tls"],
                 expires_at=form.expires_at(),
                 idle_teardown_hours=data.get("idle_teardown_hours"),
                 auto_teardown=data["auto_teardown"],
@@ -158,9 +164,60 @@ def azure_cluster_new(request: AuthedRequest) -> HttpResponse:
     return render(
         request,
         "azure/cluster_form.html",
-        {"form": form, "has_workspaces": Workspace.objects.exists()},
+        {
+            "form": form,
+            "has_workspaces": Workspace.objects.exists(),
+            "attach_reason": ATTACH_REASON,
+            "create_warning": CREATE_WARNING,
+        },
         status=400 if form.errors else 200,
     )
+
+
+def _azure_cluster(pk: int) -> Cluster:
+    return get_object_or_404(Cluster.objects.select_related("workspace").filter(backend=AZUREML), pk=pk)
+
+
+@require_GET
+def azure_cluster(request: AuthedRequest, pk: int) -> HttpResponse:
+    """An AKS cluster's Azure facts: Kubernetes version, TLS, and the form to enable or renew TLS."""
+    cluster = _azure_cluster(pk)
+    return render(request, "azure/cluster_azure.html", _cluster_context(cluster, AzureTlsForm()))
+
+
+def _cluster_context(cluster: Cluster, form: AzureTlsForm) -> dict:
+    return {
+        "cluster": cluster,
+        "form": form,
+        "renewal_note": TLS_RENEWAL_NOTE,
+        "operations": azure_selectors.cluster_tls_operations(cluster),
+    }
+
+
+@require_POST
+@deployer_required
+def azure_cluster_tls(request: AuthedRequest, pk: int) -> HttpResponse:
+    cluster = _azure_cluster(pk)
+    form = AzureTlsForm(request.POST, request.FILES)
+    renew, tls = False, {}
+    if form.is_valid():
+        renew = bool(form.cleaned_data.get("renew"))
+        if not renew:  # a renewal keeps the cluster's leaf label; otherwise the TLS fields must hold up
+            tls = form.clean_tls(internal_load_balancer=cluster.internal_load_balancer)
+    if form.is_valid():  # clean_tls adds its errors to the form
+        try:
+            operation = cluster_tls_enable(
+                user=request.user,
+                cluster=cluster,
+                tls=tls,
+                renew=renew,
+                idempotency_key=form.cleaned_data["idempotency_key"],
+            )
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("operation_detail", pk=operation.pk)
+    return render(request, "azure/cluster_azure.html", _cluster_context(cluster, form), status=400)
 
 
 # --- an AKS deployment: keys and logs ---------------------------------------------------------------
@@ -182,6 +239,8 @@ def azure_deployment(request: AuthedRequest, pk: int) -> HttpResponse:
         "azure/deployment_azure.html",
         {
             "deployment": deployment,
+            # Over plain http the Authorization header (key or token) and the data can be read on the way.
+            "plain_http": deployment.scoring_uri.startswith("http://"),
             "primary_key_masked": mask(decrypt(deployment.primary_key_encrypted)),
             "secondary_key_masked": mask(decrypt(deployment.secondary_key_encrypted)),
             "operations": azure_selectors.deployment_azure_operations(deployment),

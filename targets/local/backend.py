@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ class LocalBackend:
     def _write_keys(self, state_dir: Path, primary: str, secondary: str) -> None:
         control.write_key_file(state_dir / KEY_FILE, primary, secondary)
 
-    def deploy_service(self, spec: ServiceSpec) -> None:
+    def deploy_service(self, spec: ServiceSpec) -> str | None:
         if spec.gpu_enabled and host_gpus()[0] == 0:
             raise BackendError("This host has no GPU: deploy with the GPU switched off, or to a GPU cluster.")
         sandboxed = self.sandboxed()
@@ -130,8 +131,9 @@ class LocalBackend:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._write_keys(state_dir, spec.primary_key, spec.secondary_key)
         if control.is_running(state_dir):
-            return  # a re-delivered step: the replicas are already there, adopt them
+            return None  # a re-delivered step: the replicas are already there, adopt them
         self._spawn(spec, state_dir, sandboxed=sandboxed)
+        return None  # the supervisor is the operation: observe_service follows it
 
     def _spawn(self, spec: ServiceSpec, state_dir: Path, *, sandboxed: bool) -> None:
         # The port never moves while the deployment exists: clients hold its scoring URI. Lynx reserves it in
@@ -165,11 +167,10 @@ class LocalBackend:
         )
         (state_dir / SUPERVISOR_PID_FILE).write_text(str(pid))
 
-    def update_service(self, spec: ServiceSpec) -> None:
+    def update_service(self, spec: ServiceSpec) -> str | None:
         state_dir = self.state_dir(spec)
         if not control.is_running(state_dir):
-            self.deploy_service(spec)
-            return
+            return self.deploy_service(spec)
         control.roll(
             state_dir,
             {
@@ -183,8 +184,9 @@ class LocalBackend:
                 "memory_limit_mb": memory_limit_mb(spec),
             },
         )
+        return None
 
-    def observe_service(self, spec: ServiceSpec) -> ServiceObservation:
+    def observe_service(self, spec: ServiceSpec, operation_ref: str | None = None) -> ServiceObservation:
         state_dir = self.state_dir(spec)
         status = control.read_status(state_dir)
         if status is None:
@@ -292,18 +294,21 @@ class LocalBackend:
         control.stop(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
 
-    def restart_service(self, spec: ServiceSpec) -> None:
+    def restart_service(self, spec: ServiceSpec) -> str | None:
         state_dir = self.state_dir(spec)
         if control.is_running(state_dir):
             control.restart_dead(state_dir)
-        else:
-            self.deploy_service(spec)
+            return None
+        return self.deploy_service(spec)
 
     def service_logs(self, spec: ServiceSpec, lines: int = 200) -> dict[str, str]:
         return control.tail_logs(self.state_dir(spec), lines=lines)
 
     def service_keys(self, spec: ServiceSpec) -> tuple[str, str]:
         return spec.primary_key, spec.secondary_key
+
+    def service_access_token(self, spec: ServiceSpec) -> tuple[str, datetime | None]:
+        raise BackendError("The local target scores with keys; it has no token auth.")
 
     def regenerate_key(self, spec: ServiceSpec, key: KeyName) -> tuple[str, str]:
         primary, secondary = spec.primary_key, spec.secondary_key
@@ -353,4 +358,5 @@ TRAITS = TargetTraits(
     gpus_per_node=False,
     removes_failed_clusters=False,
     missing_is_final=False,
+    removes_abandoned_services=False,
 )

@@ -124,6 +124,9 @@ EXPECTED: dict[str, Expect] = {
     "workspace_sync": admin_action("workspace"),
     "azure_cluster_new": form(),
     "azure_deployment": page("azure_deployment"),
+    "azure_cluster": page("azure_cluster"),
+    # A blank POST is an invalid TLS form: 400 for those who may change the cluster.
+    "azure_cluster_tls": Expect(get=(NOT_ALLOWED,) * 3, post=(FORBIDDEN, BAD, BAD), obj="azure_cluster"),
     "azure_key_regenerate": action("azure_deployment"),
     "azure_logs": action("azure_deployment"),
 }
@@ -193,6 +196,7 @@ def objects(deployer, viewer):
     return {
         "workspace": workspace.pk,
         "azure_deployment": on_azure.pk,
+        "azure_cluster": aks.pk,
         "cluster": cluster.pk,
         "deployment": deployment.pk,
         "operation": operation.pk,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.forms import KNOWN_ACTIONS
-from deployments.models import AuditEvent, OperationKind
+from deployments.models import AuditEvent, ExternalResource, OperationKind
 from deployments.services.audit import AUDIT_ACTIONS, audit_record
 from deployments.states import OperationState
 
@@ -27,7 +27,7 @@ def _recorded_in_code() -> set[str]:
             found |= set(re.findall(r'action="([a-z_]+\.[a-z_]+)"', text))
     finished = {OperationState.SUCCEEDED, OperationState.FAILED}
     found |= {f"operation.{state}" for state in finished}
-    found |= {f"azure.{finding}{end}" for finding in ("unmanaged", "missing") for end in ("", "_resolved")}
+    found |= {f"azure.{finding}{end}" for finding in ExternalResource.Finding.values for end in ("", "_resolved")}
     return found
 
 

@@ -9,9 +9,10 @@ pytestmark = pytest.mark.django_db
 @pytest.mark.parametrize(
     "name, message",
     [
-        ("a", "2 to 16 letters"),
-        ("x" * 17, "at most 16"),
-        ("bad_name", "2 to 16 letters"),
+        ("a", "3 to 24 letters"),
+        ("x" * 25, "at most 24"),
+        ("bad_name", "3 to 24 letters"),
+        ("1gpu", "starting with a letter"),
         ("local", "reserves"),
     ],
 )

@@ -5,7 +5,9 @@ beat schedule lists each workspace's compute targets and web services (`list_res
 kinds of finding as `ExternalResource` rows, each audited by the system when it appears and when it goes:
 
 * unmanaged: in Azure, not in Lynx (made in the portal or a notebook, or left behind), billing unseen;
-* missing: Lynx believes a cluster or service exists, Azure does not list it (deleted behind Lynx's back).
+* missing: Lynx believes a cluster or service exists, Azure does not list it (deleted behind Lynx's back);
+* still billing: Lynx gave up on a cluster or service (Failed: a timeout, a failed removal) but Azure still
+  lists it, so it bills until someone deletes it. A Failed row does not account for what Azure holds.
 
 The listing is a network call made with no transaction open; the comparison is written in one transaction.
 Rows whose state changed after the listing started are left alone until the next pass, so a cluster Lynx is
@@ -86,10 +88,17 @@ def azure_sync_workspace(*, workspace_id: int) -> SyncResult:
 # --- comparing ---------------------------------------------------------------------------------------
 
 
-def _known(queryset, started: datetime, state_field: str, deleted_state: str) -> set[str]:
-    """Names Lynx accounts for: every row not deleted, and rows deleted after the listing started."""
-    alive = ~Q(**{state_field: deleted_state}) | Q(deleted_at__gte=started)
+def _known(queryset, started: datetime, state_field: str, deleted_state: str, failed_state: str) -> set[str]:
+    """Names Lynx accounts for: every row neither deleted nor Failed, and rows that became so after the
+    listing started (Lynx may be removing them right now)."""
+    settled_gone = Q(**{f"{state_field}__in": (deleted_state, failed_state)})
+    alive = ~settled_gone | Q(deleted_at__gte=started) | Q(state_changed_at__gte=started)
     return {name.lower() for name in queryset.filter(alive).values_list("name", flat=True)}
+
+
+def _failed(queryset, state_field: str, failed_state: str) -> dict[str, Any]:
+    """Lynx's Failed rows by lowercase name: what a listed resource of that name is still billing for."""
+    return {row.name.lower(): row for row in queryset.filter(**{state_field: failed_state})}
 
 
 def _findings(
@@ -98,14 +107,19 @@ def _findings(
     """(finding, kind, name) → the row's fields, for every discrepancy in this listing."""
     clusters = Cluster.objects.filter(backend=AZUREML, workspace=workspace)
     deployments = Deployment.objects.filter(cluster__backend=AZUREML, cluster__workspace=workspace)
-    known_clusters = _known(clusters, started, "provisioning_state", ProvisioningState.DELETED)
-    known_services = _known(deployments, started, "state", ServiceState.DELETED)
+    known_clusters = _known(
+        clusters, started, "provisioning_state", ProvisioningState.DELETED, ProvisioningState.FAILED
+    )
+    known_services = _known(deployments, started, "state", ServiceState.DELETED, ServiceState.FAILED)
+    failed_clusters = _failed(clusters, "provisioning_state", ProvisioningState.FAILED)
+    failed_deployments = _failed(deployments.select_related("cluster"), "state", ServiceState.FAILED)
     wanted: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     for compute in computes:
-        if compute["name"].lower() in known_clusters:
+        name = compute.get("name") or ""
+        if not name or name.lower() in known_clusters:
             continue
-        wanted[(Finding.UNMANAGED, Kind.COMPUTE, compute["name"])] = {
+        fields = {
             "compute_type": compute.get("compute_type") or "",
             "state": compute.get("provisioning_state") or "",
             "vm_size": compute.get("vm_size") or "",
@@ -113,14 +127,24 @@ def _findings(
             "location": compute.get("location") or "",
             "details": _plain(compute),
         }
+        if (cluster := failed_clusters.get(name.lower())) is not None:
+            wanted[(Finding.STILL_BILLING, Kind.COMPUTE, name)] = {**fields, "cluster": cluster}
+        else:
+            wanted[(Finding.UNMANAGED, Kind.COMPUTE, name)] = fields
     for service in services:
-        if service["name"].lower() in known_services:
+        name = service.get("name") or ""
+        if not name or name.lower() in known_services:
             continue
-        wanted[(Finding.UNMANAGED, Kind.SERVICE, service["name"])] = {
+        fields = {
             "compute_type": service.get("compute_type") or "",
             "state": service.get("state") or "",
             "details": _plain(service),
         }
+        if (deployment := failed_deployments.get(name.lower())) is not None:
+            fields.update(deployment=deployment, cluster=deployment.cluster)
+            wanted[(Finding.STILL_BILLING, Kind.SERVICE, name)] = fields
+        else:
+            wanted[(Finding.UNMANAGED, Kind.SERVICE, name)] = fields
 
     # Lynx's side: only rows that were settled before the listing began and that no operation is changing.
     busy_clusters = Operation.objects.filter(state__in=ACTIVE_OPERATION_STATES, cluster__isnull=False).values(
@@ -129,8 +153,8 @@ def _findings(
     busy_deployments = Operation.objects.filter(
         state__in=ACTIVE_OPERATION_STATES, deployment__isnull=False
     ).values("deployment_id")
-    in_azure_computes = {c["name"].lower() for c in computes}
-    in_azure_services = {s["name"].lower() for s in services}
+    in_azure_computes = {(c.get("name") or "").lower() for c in computes}
+    in_azure_services = {(s.get("name") or "").lower() for s in services}
     settled_clusters = clusters.filter(
         provisioning_state=ProvisioningState.SUCCEEDED, state_changed_at__lt=started
     ).exclude(pk__in=busy_clusters)
@@ -172,6 +196,9 @@ def _describe(finding: str, kind: str, name: str, fields: dict[str, Any]) -> str
             f"{what} {name}{size} exists in Azure ({fields.get('state') or 'state unknown'}) but was not "
             "created by Lynx"
         )
+    if finding == Finding.STILL_BILLING:
+        state = fields.get("state") or "state unknown"
+        return f"{what} {name} is Failed in Lynx but still exists in Azure ({state}): it bills until deleted"
     return f"{what} {name} is {fields.get('state')} in Lynx but Azure does not list it"
 
 
@@ -220,9 +247,9 @@ def _record(
         finding, kind, name = key
         ExternalResource.objects.filter(pk=row.pk).update(resolved_at=now)
         text = (
-            f"{row.get_kind_display()} {name} is no longer in Azure"
-            if finding == Finding.UNMANAGED
-            else f"{row.get_kind_display()} {name} is accounted for again"
+            f"{row.get_kind_display()} {name} is accounted for again"
+            if finding == Finding.MISSING
+            else f"{row.get_kind_display()} {name} is no longer in Azure"
         )
         result.resolved.append(text)
         audit_record(

@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from deployments.backends.base import BackendError, ClusterObservation, ClusterSpec, WorkspaceSpec
-from deployments.vm_sizes import validate_aks_cluster, vm_size_info
+from deployments.vm_sizes import compute_name_problem, validate_aks_cluster, vm_size_info
 
 from .errors import _azure, _format_errors, _not_found
 from .workspace import _workspace
+
+log = logging.getLogger(__name__)
+# ARM's API version for reading an AKS resource (Microsoft.ContainerService/managedClusters).
+AKS_ARM_API_VERSION = "2024-09-01"
+INTERNAL_LOAD_BALANCER = "InternalLoadBalancer"
+
+
+def tls_problem(cluster: ClusterSpec) -> str:
+    """Why this TLS request cannot work ("" when it can): Azure's own rules for enable_ssl."""
+    if cluster.tls_mode == "leaf" and not cluster.tls_leaf_domain_label:
+        return "TLS with Microsoft's certificate needs a leaf domain label."
+    own_certificate = cluster.tls_cname and cluster.tls_certificate and cluster.tls_key
+    if cluster.tls_mode == "custom" and not own_certificate:
+        return "TLS with your own certificate needs the CNAME, the certificate and its key."
+    if cluster.internal_load_balancer and cluster.tls_mode == "leaf":
+        return (
+            "An internal load balancer has no public name for Microsoft's certificate: TLS on it needs your "
+            "own certificate and CNAME."
+        )
+    return ""
+
+
+@contextmanager
+def _ssl_files(cluster: ClusterSpec) -> Iterator[tuple[str, str]]:
+    """The certificate and key as the PEM files the SDK reads, for as long as the call takes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert.write_text(cluster.tls_certificate)
+        key.touch(mode=0o600)
+        key.write_text(cluster.tls_key)
+        yield str(cert), str(key)
 
 
 class ClusterOperations:
@@ -44,13 +80,18 @@ class ClusterOperations:
 
         if self._get_compute(cluster) is not None:
             return  # already created (or being created): a re-delivered task must not create twice
+        if problem := compute_name_problem(cluster.name) or tls_problem(cluster):
+            raise BackendError(problem)
         ws = self._ws(cluster)
+        load_balancer = INTERNAL_LOAD_BALANCER if cluster.internal_load_balancer else None
         if cluster.attach_resource_id:
             config = AksCompute.attach_configuration(
-                resource_id=cluster.attach_resource_id, cluster_purpose=cluster.cluster_purpose or None
+                resource_id=cluster.attach_resource_id,
+                cluster_purpose=cluster.cluster_purpose or None,
+                load_balancer_type=load_balancer,
             )
             with _azure(f"Attaching AKS cluster {cluster.attach_resource_id!r} as {cluster.name!r}"):
-                ComputeTarget.attach(ws, cluster.name, config)
+                self._submit_with_ssl(config, cluster, lambda: ComputeTarget.attach(ws, cluster.name, config))
             return
         problems = validate_aks_cluster(
             cluster.vm_size, cluster.node_count, cluster.cluster_purpose, dt.date.today()
@@ -65,11 +106,79 @@ class ClusterOperations:
                 vm_size=cluster.vm_size,
                 cluster_purpose=cluster.cluster_purpose,
                 location=cluster.location or None,
+                load_balancer_type=load_balancer,
             )
-            ComputeTarget.create(ws, cluster.name, config)
+            self._submit_with_ssl(config, cluster, lambda: ComputeTarget.create(ws, cluster.name, config))
+
+    @staticmethod
+    def _submit_with_ssl(config: Any, cluster: ClusterSpec, submit: Any) -> None:
+        """Enable TLS on the configuration (when asked) and submit it while its PEM files exist."""
+        if cluster.tls_mode == "custom":
+            with _ssl_files(cluster) as (cert, key):
+                config.enable_ssl(ssl_cname=cluster.tls_cname, ssl_cert_pem_file=cert, ssl_key_pem_file=key)
+                submit()
+            return
+        if cluster.tls_mode == "leaf":
+            config.enable_ssl(leaf_domain_label=cluster.tls_leaf_domain_label)
+        submit()
+
+    def enable_tls(self, cluster: ClusterSpec, *, renew: bool = False) -> None:
+        """Enable TLS on an existing cluster, or renew Microsoft's certificate (`AksCompute.update`).
+
+        v1's automatic renewal of Microsoft-generated certificates no longer works (v1 is deprecated): a leaf
+        domain certificate is renewed by hand, with renew=True (Azure takes about 5 hours to roll it out).
+        """
+        from azureml.core.compute.aks import AksUpdateConfiguration, SslConfiguration
+
+        if problem := tls_problem(cluster) or ("" if cluster.tls_mode else "Choose how to enable TLS."):
+            raise BackendError(problem)
+        compute = self._get_compute(cluster)
+        if compute is None:
+            raise BackendError(f"Cluster {cluster.name!r} does not exist in the workspace.")
+        if cluster.tls_mode == "leaf":
+            # "Auto": Microsoft's certificate for the leaf label ("Enabled" means one's own certificate).
+            ssl = SslConfiguration(
+                status="Auto", leaf_domain_label=cluster.tls_leaf_domain_label, renew=renew
+            )
+        else:
+            ssl = SslConfiguration(
+                status="Enabled", cert=cluster.tls_certificate, key=cluster.tls_key, cname=cluster.tls_cname
+            )
+        action = "Renewing the certificate of" if renew else "Enabling TLS on"
+        with _azure(f"{action} cluster {cluster.name!r}"):
+            compute.update(AksUpdateConfiguration(ssl_configuration=ssl))
+
+    def kubernetes_version(self, cluster: ClusterSpec) -> str:
+        """The AKS cluster's Kubernetes version, from ARM (`properties.kubernetesVersion`); "" if unreadable.
+
+        Azure ML's compute target does not report it, so this reads the AKS resource itself with the
+        workspace's credentials (Workspace._auth: private, but azureml-core is frozen since 30 June 2026).
+        """
+        import requests
+
+        compute = self._get_compute(cluster)
+        resource_id = cluster.attach_resource_id or getattr(compute, "cluster_resource_id", None) or ""
+        if not resource_id:
+            return ""
+        auth = self._ws(cluster)._auth
+        url = f"{auth._get_arm_end_point().rstrip('/')}{resource_id}"
+        try:
+            response = requests.get(
+                url,
+                params={"api-version": AKS_ARM_API_VERSION},
+                headers=auth.get_authentication_header(),
+                timeout=30,
+            )
+            response.raise_for_status()
+            return str((response.json().get("properties") or {}).get("kubernetesVersion") or "")
+        except (requests.RequestException, ValueError) as exc:
+            # Only a fact for the page: a cluster that is ready is not failed over it.
+            log.warning("reading the Kubernetes version of %s: %s", cluster.name, exc)
+            return ""
 
     def cluster_facts(self, cluster: ClusterSpec, observed: ClusterObservation) -> dict[str, Any]:
-        return aks_cluster_facts(cluster, observed)
+        facts = aks_cluster_facts(cluster, observed)
+        return {**facts, "kubernetes_version": self.kubernetes_version(cluster)}
 
     def observe_cluster(self, cluster: ClusterSpec) -> ClusterObservation:
         compute = self._get_compute(cluster)

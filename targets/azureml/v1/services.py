@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from deployments.backends.base import (
     ServiceObservation,
     ServiceSpec,
 )
+from deployments.cuda import GPU_BASE_IMAGE, check_gpu_environment
 from deployments.vm_sizes import vm_size_info
 
 from .clusters import ClusterOperations
@@ -23,6 +25,27 @@ from .errors import _azure, _format_error, _not_found
 
 LYNX_VERSION_TAG = "lynx_model_version"
 _CWD_LOCK = threading.Lock()  # Model.register only uploads paths under the current directory
+
+# Batching on AKS. azureml-fe hands each replica replica_max_concurrent_requests requests at a time (default
+# 1) and answers 503 once a request has queued max_request_wait_time ms (default 500). With 1, the replica's
+# batcher never sees two requests together. The rule: as many concurrent requests as a batch holds, capped at
+# AKS_MAX_CONCURRENT_REQUESTS (each one is a thread holding an image in the replica), and a queue wait of the
+# batch wait plus AKS_QUEUE_MARGIN_MS for the model call it waits behind, never below Azure's 500 ms.
+AKS_MAX_CONCURRENT_REQUESTS = 32
+AKS_DEFAULT_MAX_REQUEST_WAIT_MS = 500
+AKS_QUEUE_MARGIN_MS = 1000
+# MMS operation states that end it without success (its words; "Cancelled" with two l's).
+FAILED_OPERATION_STATES = ("Failed", "TimedOut", "Cancelled", "Canceled")
+
+
+def aks_concurrency(max_batch_size: int, max_batch_wait_ms: int) -> dict[str, int]:
+    """azureml-fe's front-end limits for a deployment's batching settings (the rule above)."""
+    return {
+        "replica_max_concurrent_requests": max(1, min(max_batch_size, AKS_MAX_CONCURRENT_REQUESTS)),
+        "max_request_wait_time": max(
+            AKS_DEFAULT_MAX_REQUEST_WAIT_MS, max_batch_wait_ms + AKS_QUEUE_MARGIN_MS
+        ),
+    }
 
 
 class ServiceOperations(ClusterOperations):
@@ -88,21 +111,35 @@ class ServiceOperations(ClusterOperations):
             finally:
                 os.chdir(previous)
 
+    @staticmethod
+    def _check_cuda(spec: ServiceSpec) -> None:
+        """Refuse, before anything reaches Azure, a GPU deployment whose framework cannot use the image's
+        CUDA."""
+        if not spec.gpu_enabled:
+            return
+        check = check_gpu_environment(spec.environment_yaml, GPU_BASE_IMAGE)
+        if check.errors:
+            raise BackendError(" ".join(check.errors))
+
     def _inference_config(self, spec: ServiceSpec, extra_env: dict[str, str] | None = None) -> Any:
         from azureml.core import Environment
-        from azureml.core.environment import DEFAULT_GPU_IMAGE
         from azureml.core.model import InferenceConfig
 
         with tempfile.TemporaryDirectory() as tmp, _azure("Preparing the environment"):
             conda_file = Path(tmp) / "environment.yml"
             conda_file.write_text(spec.environment_yaml)
             env = Environment.from_conda_specification(f"lynx-{spec.name}", str(conda_file))
+        gpu_env: dict[str, str] = {}
         if spec.gpu_enabled:
-            env.docker.base_image = DEFAULT_GPU_IMAGE  # CUDA base image (enable_gpu is deprecated)
+            # A CUDA 12 base image (enable_gpu is deprecated; the SDK's DEFAULT_GPU_IMAGE is CUDA 11.8, on
+            # which TensorFlow >= 2.15 silently runs on the CPU); score.py's init() fails if it sees no GPU.
+            env.docker.base_image = GPU_BASE_IMAGE
+            gpu_env["LYNX_REQUIRE_GPU"] = "1"
         env.environment_variables = {
             **(env.environment_variables or {}),
             "LYNX_MAX_BATCH_SIZE": str(spec.max_batch_size),
             "LYNX_MAX_BATCH_WAIT_MS": str(spec.max_batch_wait_ms),
+            **gpu_env,
             **(extra_env or {}),
         }
         entry = Path(spec.entry_script).resolve()
@@ -113,7 +150,11 @@ class ServiceOperations(ClusterOperations):
 
     @staticmethod
     def _scale_kwargs(spec: ServiceSpec) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"cpu_cores": spec.cpu_cores, "memory_gb": spec.memory_gb}
+        kwargs: dict[str, Any] = {
+            "cpu_cores": spec.cpu_cores,
+            "memory_gb": spec.memory_gb,
+            **aks_concurrency(spec.max_batch_size, spec.max_batch_wait_ms),
+        }
         if spec.gpu_enabled:
             kwargs["gpu_cores"] = max(spec.gpu_cores, 1)
         if spec.autoscale_enabled:
@@ -127,19 +168,28 @@ class ServiceOperations(ClusterOperations):
             kwargs.update(autoscale_enabled=False, num_replicas=spec.replicas)
         return kwargs
 
-    def deploy_service(self, spec: ServiceSpec) -> None:
+    @staticmethod
+    def _auth_kwargs(spec: ServiceSpec) -> dict[str, bool]:
+        # Key or token auth, never both: the SDK refuses auth_enabled=True with token_auth_enabled=True.
+        if spec.token_auth_enabled:
+            return {"auth_enabled": False, "token_auth_enabled": True}
+        return {"auth_enabled": True, "token_auth_enabled": False}
+
+    def deploy_service(self, spec: ServiceSpec) -> str | None:
+        """Start the deployment; returns the MMS operation's URL (None when the service already existed)."""
         from azureml.core import Model
         from azureml.core.webservice import AksWebservice
 
         if self._get_service(spec) is not None:
-            return  # already deployed or deploying: never a second service
+            return None  # already deployed or deploying: never a second service
+        self._check_cuda(spec)
         compute = self._ready_cluster(spec)
         model = self._model(spec)
         inference_config = self._inference_config(spec)
         with _azure(f"Deploying service {spec.name!r}"):
-            config = AksWebservice.deploy_configuration(auth_enabled=True, **self._scale_kwargs(spec))
+            config = AksWebservice.deploy_configuration(**self._auth_kwargs(spec), **self._scale_kwargs(spec))
             try:
-                Model.deploy(
+                service = Model.deploy(
                     self._ws(spec.cluster),
                     spec.name,
                     [model],
@@ -150,8 +200,9 @@ class ServiceOperations(ClusterOperations):
                 )
             except Exception as exc:
                 if "with the same name already exists" in str(exc):
-                    return  # a concurrent delivery won the race; that service is ours
+                    return None  # a concurrent delivery won the race; that service is ours
                 raise
+        return getattr(service, "_operation_endpoint", None) or None
 
     def _existing_service(self, spec: ServiceSpec) -> Any:
         service = self._get_service(spec)
@@ -159,30 +210,25 @@ class ServiceOperations(ClusterOperations):
             raise BackendError(f"Service {spec.name!r} does not exist in the workspace.")
         return service
 
-    def update_service(self, spec: ServiceSpec) -> None:
+    def update_service(self, spec: ServiceSpec) -> str | None:
+        """Start a rolling update; returns the MMS operation's URL."""
         service = self._existing_service(spec)
+        self._check_cuda(spec)
         if spec.gpu_enabled:
             self._ready_cluster(spec)
-        kwargs = self._scale_kwargs(spec)
-        wanted = self._find_model(spec)
-        if wanted is None or wanted.id not in [m.id for m in service.models]:
-            kwargs.update(models=[self._model(spec)], inference_config=self._inference_config(spec))
+        # The model, score.py and environment always go with it: an edited score.py or environment under the
+        # same model version is a new revision too.
+        kwargs = {
+            **self._scale_kwargs(spec),
+            "token_auth_enabled": spec.token_auth_enabled,
+            "models": [self._model(spec)],
+            "inference_config": self._inference_config(spec),
+        }
         with _azure(f"Updating service {spec.name!r}"):
             service.update(**kwargs)
+        return getattr(service, "_operation_endpoint", None) or None
 
-    def _find_model(self, spec: ServiceSpec) -> Any | None:
-        from azureml.core import Model
-
-        with _azure(f"Looking up model {spec.model_name!r}"):
-            found = Model.list(
-                self._ws(spec.cluster),
-                name=spec.model_name,
-                tags=[[LYNX_VERSION_TAG, str(spec.model_version)]],
-                expand=False,
-            )
-        return max(found, key=lambda m: m.version) if found else None
-
-    def restart_service(self, spec: ServiceSpec) -> None:
+    def restart_service(self, spec: ServiceSpec) -> str | None:
         """AKS web services have no restart call; a rolling update with a new environment variable is one."""
         service = self._existing_service(spec)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -191,8 +237,56 @@ class ServiceOperations(ClusterOperations):
                 models=[self._model(spec)],
                 inference_config=self._inference_config(spec, {"LYNX_RESTARTED_AT": stamp}),
             )
+        return getattr(service, "_operation_endpoint", None) or None
 
-    def observe_service(self, spec: ServiceSpec) -> ServiceObservation:
+    def _read_operation(self, spec: ServiceSpec, operation_ref: str) -> dict[str, Any]:
+        """One GET of an MMS operation (no waiting): its state, error, sub-operation and build log.
+
+        The SDK reads operations only through Webservice._get_operation_state on a service object, and a
+        failed deploy can leave no service to hold one; so this makes the same GET with the workspace's own
+        signed-in auth (Workspace._auth). Private, but safe to rely on: azureml-core is frozen (support ended
+        30 June 2026, no further releases), so neither can move under Lynx.
+        """
+        import requests
+
+        ws = self._ws(spec.cluster)
+        with _azure(f"Reading the deployment operation of {spec.name!r}"):
+            response = requests.get(operation_ref, headers=ws._auth.get_authentication_header(), timeout=60)
+            if response.status_code >= 400:
+                raise BackendError(
+                    f"Reading the deployment operation of {spec.name!r}: {response.text[:500]} "
+                    f"(HTTP {response.status_code})",
+                    transient=response.status_code in (408, 429, 500, 502, 503, 504),
+                )
+            return response.json()
+
+    @staticmethod
+    def _operation_error(operation: dict[str, Any]) -> str:
+        """The operation's error in Azure's words, with the image build log when the build failed."""
+        error = _format_error(operation.get("error"))
+        log_uri = operation.get("operationLog")
+        if operation.get("state") in FAILED_OPERATION_STATES and not error:
+            error = f"The deployment operation ended {operation.get('state')}."
+        if error and log_uri:
+            error += f" Build log: {log_uri}"
+        return error
+
+    def observe_service(self, spec: ServiceSpec, operation_ref: str | None = None) -> ServiceObservation:
+        """The service as Azure shows it and, given the MMS operation of a deploy or update, that operation's
+        state and error (which decide the result: a failed update can leave the old revision Healthy)."""
+        operation = self._read_operation(spec, operation_ref) if operation_ref else None
+        observed = self._observe_service_state(spec)
+        if operation is None:
+            return observed
+        state = str(operation.get("state") or "")
+        sub = (operation.get("operationDetails") or {}).get("subOperationType") or ""
+        error = self._operation_error(operation)
+        progress = (*observed.progress, f"Operation {state}{f' ({sub})' if sub else ''}")
+        if state in FAILED_OPERATION_STATES:
+            return replace(observed, operation_state=state, error=error, progress=(*progress, error))
+        return replace(observed, operation_state=state, progress=progress)
+
+    def _observe_service_state(self, spec: ServiceSpec) -> ServiceObservation:
         service = self._get_service(spec)
         if service is None:
             return ServiceObservation(state="Missing")
@@ -231,6 +325,8 @@ class ServiceOperations(ClusterOperations):
             }
 
     def service_keys(self, spec: ServiceSpec) -> tuple[str, str]:
+        if spec.token_auth_enabled:
+            return "", ""  # a token-auth service has no keys: clients ask for a token (service_access_token)
         service = self._existing_service(spec)
         with _azure(f"Reading keys of {spec.name!r}"):
             primary, secondary = service.get_keys()
@@ -242,3 +338,11 @@ class ServiceOperations(ClusterOperations):
             service.regen_key(key)
             primary, secondary = service.get_keys()
         return primary, secondary
+
+    def service_access_token(self, spec: ServiceSpec) -> tuple[str, dt.datetime | None]:
+        """A token for a token-auth service (`get_access_token()`) and when to ask for a new one."""
+        service = self._existing_service(spec)
+        with _azure(f"Getting an access token for {spec.name!r}"):
+            token = service.get_access_token()
+        refresh = getattr(token, "refresh_after", None)
+        return token.access_token, refresh if isinstance(refresh, dt.datetime) else None

@@ -89,7 +89,7 @@ def test_a_bad_name_and_a_bad_resource_id_are_refused(client, deployer, workspac
         reverse("azure_cluster_new"), cluster_form(workspace, mode="attach", attach_resource_id="/nope")
     )
 
-    assert "2 to 16 letters, digits or dashes" in bad_name.content.decode()
+    assert "3 to 24 letters, digits or hyphens" in bad_name.content.decode()
     assert "That is not an AKS resource ID" in bad_attach.content.decode()
     assert not Cluster.objects.exists()
 
