@@ -9,6 +9,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from deployments.backends.base import (
     BackendError,
@@ -239,8 +240,10 @@ class ServiceOperations(ClusterOperations):
             )
         return getattr(service, "_operation_endpoint", None) or None
 
-    def _read_operation(self, spec: ServiceSpec, operation_ref: str) -> dict[str, Any]:
-        """One GET of an MMS operation (no waiting): its state, error, sub-operation and build log.
+    def _read_operation(self, spec: ServiceSpec, operation_ref: str) -> dict[str, Any] | None:
+        """One GET of an MMS operation (no waiting): its state, error, sub-operation and build log. None when
+        MMS no longer knows it (404: the service's state alone then decides) or when the reference does not
+        point at this workspace's Model Management Service (the workspace's token is never sent elsewhere).
 
         The SDK reads operations only through Webservice._get_operation_state on a service object, and a
         failed deploy can leave no service to hold one; so this makes the same GET with the workspace's own
@@ -248,10 +251,15 @@ class ServiceOperations(ClusterOperations):
         30 June 2026, no further releases), so neither can move under Lynx.
         """
         import requests
+        from azureml._model_management._util import _get_mms_url
 
         ws = self._ws(spec.cluster)
         with _azure(f"Reading the deployment operation of {spec.name!r}"):
+            if urlsplit(operation_ref).netloc != urlsplit(_get_mms_url(ws)).netloc:
+                return None
             response = requests.get(operation_ref, headers=ws._auth.get_authentication_header(), timeout=60)
+            if response.status_code == 404:
+                return None
             if response.status_code >= 400:
                 raise BackendError(
                     f"Reading the deployment operation of {spec.name!r}: {response.text[:500]} "

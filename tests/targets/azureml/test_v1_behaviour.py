@@ -161,6 +161,25 @@ def test_a_deploy_whose_image_cannot_be_built_reads_failed_with_azures_error_and
     assert "EnvironmentBuildFailed" in observed.error and "build.log" in observed.error
 
 
+def test_an_operation_mms_forgot_or_a_reference_to_another_host_is_no_operation(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
+    deployment = create(deployer, cluster, tiny_model, environment_yaml=HOW_TO_ENVIRONMENT)
+    backend, spec = backend_for(cluster), service_spec(deployment)
+    operation_ref = backend.deploy_service(spec)
+    assert operation_ref
+    before = len(azure_emulator.requests)
+
+    forgotten = operation_ref.rpartition("/")[0] + "/00000000-0000-0000-0000-000000000000"
+    assert backend.observe_service(spec, forgotten).operation_state == ""  # 404: the state alone decides
+    # The workspace's token goes to its own Model Management Service only.
+    elsewhere = "https://attacker.example/modelmanagement" + operation_ref.split("/modelmanagement", 1)[1]
+    assert backend.observe_service(spec, elsewhere).operation_state == ""
+    hosts = {host for _method, host, _path, _status in list(azure_emulator.requests)[before:]}
+    assert "attacker.example" not in hosts
+
+
 def test_the_lynx_operation_of_a_deploy_whose_image_cannot_be_built_fails_with_azures_error(
     deployer, workspace, tiny_model, azure_emulator
 ) -> None:
