@@ -31,7 +31,9 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def write_certificates(directory: Path) -> CertPaths:
+def write_certificates(directory: Path, extra_hosts: tuple[str, ...] = ()) -> CertPaths:
+    """A throwaway CA and a server certificate for 127.0.0.1, the intercepted hosts and `extra_hosts`
+    (a region's `*.cloudapp.azure.com`, where Azure's own TLS certificates for AKS scoring live)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -65,7 +67,7 @@ def write_certificates(directory: Path) -> CertPaths:
     names: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.DNSName("localhost"),
-        *(x509.DNSName(h) for h in INTERCEPTED_HOSTS),
+        *(x509.DNSName(h) for h in (*INTERCEPTED_HOSTS, *extra_hosts)),
     ]
     cert = (
         x509.CertificateBuilder()

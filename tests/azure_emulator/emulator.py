@@ -146,7 +146,9 @@ class AzureEmulator(Simulation, ControlAPI):
     def start(self) -> AzureEmulator:
         # A cloud definition cached by an earlier run would carry that run's ports.
         shutil.rmtree(self.workdir / "azure-config", ignore_errors=True)
-        certs = write_certificates(self.workdir / "certs")
+        certs = write_certificates(
+            self.workdir / "certs", extra_hosts=(f"*.{self.location}.cloudapp.azure.com",)
+        )
         self.ca_cert = certs.ca_cert
         context = server_tls_context(str(certs.server_cert), str(certs.server_key))
         self._tls = Listener(lambda r: self._dispatch("tls", r), port=self._port, tls=context)

@@ -27,7 +27,9 @@ def _recorded_in_code() -> set[str]:
             found |= set(re.findall(r'action="([a-z_]+\.[a-z_]+)"', text))
     finished = {OperationState.SUCCEEDED, OperationState.FAILED}
     found |= {f"operation.{state}" for state in finished}
-    found |= {f"azure.{finding}{end}" for finding in ExternalResource.Finding.values for end in ("", "_resolved")}
+    found |= {
+        f"azure.{finding}{end}" for finding in ExternalResource.Finding.values for end in ("", "_resolved")
+    }
     return found
 
 
