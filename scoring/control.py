@@ -79,6 +79,7 @@ def spawn(
     memory_limit_mb: int = 0,
     host: str = "127.0.0.1",
     public_host: str | None = None,
+    require_gpu: bool = False,
 ) -> int:
     """Start a detached supervisor (its own session, so it outlives the caller) and return its pid at once.
 
@@ -87,6 +88,7 @@ def spawn(
     goes to <state_dir>/supervisor.log; if it refuses to start (exit code 2 to 5, see scoring.state_dir)
     the reason is there. sandbox=False runs the replicas without the sandbox (scoring.sandbox).
     memory_limit_mb: a replica holding more is killed and restarted (OOMKilled); 0: no limit.
+    require_gpu: the deployment asked for a GPU; the entry script sees LYNX_REQUIRE_GPU=1.
     host: where the front proxy listens; public_host: the host its scoring URI names (default: host, or
     127.0.0.1 for a wildcard host).
     """
@@ -112,6 +114,8 @@ def spawn(
         command += ["--public-host", public_host]
     if not sandbox:
         command.append("--no-sandbox")
+    if require_gpu:
+        command.append("--require-gpu")
     launched = subprocess.run(
         [sys.executable, "-c", _LAUNCHER, str(state_dir / SUPERVISOR_LOG), *command],
         cwd=_PACKAGE_ROOT,  # so that `-m scoring.runtime` resolves even when Lynx is not installed
@@ -176,7 +180,7 @@ def roll(state_dir: Path, desired: dict[str, Any]) -> str:
     status["rollout"]["request_id"] will carry for this rollout.
 
     `desired` has the CLI's fields: entry_script, model_path (required), model_name, model_version, replicas,
-    max_batch_size, max_batch_wait_ms, ready_timeout_s, memory_limit_mb.
+    max_batch_size, max_batch_wait_ms, ready_timeout_s, memory_limit_mb, require_gpu.
     """
     state_dir = Path(state_dir)
     missing = {"entry_script", "model_path"} - desired.keys()

@@ -66,6 +66,9 @@ class ReplicaSpec:
     max_batch_wait_ms: int = DEFAULT_MAX_BATCH_WAIT_MS
     ready_timeout_s: float = 120.0
     memory_limit_mb: int = 0  # resident memory a replica may hold, its processes together; 0: no limit
+    # The deployment asked for a GPU: the entry script is told (LYNX_REQUIRE_GPU=1), and Lynx's default script
+    # then fails its init() when its framework sees none instead of running on the CPU.
+    require_gpu: bool = False
 
     @classmethod
     def build(
@@ -80,6 +83,7 @@ class ReplicaSpec:
         max_batch_wait_ms: int = DEFAULT_MAX_BATCH_WAIT_MS,
         ready_timeout_s: float = 120.0,
         memory_limit_mb: int = 0,
+        require_gpu: bool = False,
     ) -> ReplicaSpec:
         """Validate and normalise (absolute paths, default name = basename of the model, version 1)."""
         script = Path(entry_script).expanduser().resolve()
@@ -115,6 +119,7 @@ class ReplicaSpec:
             max_batch_wait_ms,
             float(ready_timeout_s),
             memory_limit_mb,
+            bool(require_gpu),
         )
 
     @classmethod
@@ -122,7 +127,7 @@ class ReplicaSpec:
         if not isinstance(data, dict):
             raise SpecError("desired state must be a JSON object")
         known = {"entry_script", "model_path", "model_name", "model_version", "replicas", "max_batch_size"}
-        known |= {"max_batch_wait_ms", "ready_timeout_s", "memory_limit_mb"}
+        known |= {"max_batch_wait_ms", "ready_timeout_s", "memory_limit_mb", "require_gpu"}
         missing = {"entry_script", "model_path"} - data.keys()
         if missing:
             raise SpecError(f"desired state lacks {', '.join(sorted(missing))}")
@@ -202,6 +207,8 @@ def replica_environment(base: dict[str, str], *, state_dir: Path, model_dir: Pat
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if spec.require_gpu:
+        env["LYNX_REQUIRE_GPU"] = "1"
     if "MALLOC_ARENA_MAX" not in env and "glibc.malloc.arena_max" not in env.get("GLIBC_TUNABLES", ""):
         env["MALLOC_ARENA_MAX"] = MALLOC_ARENA_MAX
     return env

@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         "--ready-timeout", type=float, default=120.0, help="seconds a generation may take to be ready"
     )
     serve.add_argument(
+        "--require-gpu", action="store_true",
+        help="the deployment asked for a GPU: LYNX_REQUIRE_GPU=1 for the entry script",
+    )  # fmt: skip
+    serve.add_argument(
         "--memory-limit-mb", type=int, default=0,
         help="resident memory one replica may hold, its processes together; over it, it is killed and "
         "restarted (OOMKilled). Default 0: no limit",
@@ -148,6 +152,7 @@ def serve(args: argparse.Namespace) -> int:
             max_batch_wait_ms=args.max_batch_wait_ms,
             ready_timeout_s=args.ready_timeout,
             memory_limit_mb=args.memory_limit_mb,
+            require_gpu=args.require_gpu,
         )
         if not 0 < args.port < 65536:
             raise SpecError(f"--port {args.port} is not a port number")

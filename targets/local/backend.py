@@ -164,6 +164,7 @@ class LocalBackend:
             sandbox=sandboxed,
             host=bind_host,
             public_host=public_host,
+            require_gpu=spec.gpu_enabled,
         )
         (state_dir / SUPERVISOR_PID_FILE).write_text(str(pid))
 
@@ -182,6 +183,7 @@ class LocalBackend:
                 "max_batch_size": spec.max_batch_size,
                 "max_batch_wait_ms": spec.max_batch_wait_ms,
                 "memory_limit_mb": memory_limit_mb(spec),
+                "require_gpu": spec.gpu_enabled,
             },
         )
         return None

@@ -105,3 +105,15 @@ def test_a_served_replica_runs_with_two_arenas_and_without_scikit_learn(serve, h
     response = served.score(render_digit(x_test[0], fmt="PNG"))
     assert response.status_code == 200, response.text
     assert "/sklearn/" not in Path(f"/proc/{worker}/maps").read_text()
+
+
+def test_a_replica_of_a_gpu_deployment_is_told_to_require_the_gpu(tmp_path, demo_model_dir):
+    plain = _environment(tmp_path, demo_model_dir, {"PATH": "/usr/bin", "LYNX_REQUIRE_GPU": "1"})
+    assert "LYNX_REQUIRE_GPU" not in plain  # not inherited from the supervisor's environment
+    spec = ReplicaSpec.from_mapping(
+        {"entry_script": str(DEFAULT_ENTRY_SCRIPT), "model_path": str(demo_model_dir), "require_gpu": True}
+    )
+    env = replica_environment(
+        {"PATH": "/usr/bin"}, state_dir=tmp_path, model_dir=lay_out_model(tmp_path, spec), spec=spec
+    )
+    assert env["LYNX_REQUIRE_GPU"] == "1"
