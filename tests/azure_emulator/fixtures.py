@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from .emulator import AzureEmulator
+from .lifecycle import remove_service
 
 # Test-only: no sleeping between the SDK's own retries of 429/500/503 (read at azureml import).
 FAST_RETRY_ENV = {
@@ -69,9 +70,11 @@ def azure_emulator(azure_emulator_session: AzureEmulator) -> Iterator[AzureEmula
     """The shared emulator; faults armed by a test are disarmed after it, its clock and date restored."""
     emulator = azure_emulator_session
     yield emulator
-    # Each scoring host is an inference server process: none outlives the test that deployed it.
+    # Each scoring host is an inference server process: none outlives the test that deployed it, and its
+    # service goes with it (a service without its host would be a state Azure never shows).
     with emulator._lock:
-        emulator.stop_hosts()
+        for service in list(emulator.services.values()):
+            remove_service(emulator, service)
     emulator.faults.clear()
     for name, value in _PACED_DEFAULTS.items():
         setattr(emulator, name, value)

@@ -44,9 +44,12 @@ def test_an_admin_connects_a_workspace_and_a_deployer_provisions_a_gpu_cluster(
     assert "connected" in admin.inner_text("h1")
     assert emu.client_secret not in admin.content()  # never shown again
 
-    # A deployer asks for a FastProd cluster of one 4-vCPU node: refused, with Azure's rule, nothing started.
+    # A deployer asks to create a FastProd cluster of one 4-vCPU node: refused, with Azure's rule (12 vCPUs
+    # and 3 nodes), nothing started.
     page = new_page("dana", "pw-dana")
     page.goto("/clusters/new/azure/")
+    assert page.is_checked("input[name=mode][value=attach]")  # attach is offered first, as recommended
+    page.check("input[name=mode][value=create]")
     cluster_name = unique("gpu")
     page.select_option("select[name=workspace]", str(workspace.pk))
     page.fill("input[name=name]", cluster_name)
