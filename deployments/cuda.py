@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from deployments.environments import EnvironmentCheck, Package, check_environment, runtime_version
@@ -34,10 +34,15 @@ GPU_IMAGE_CUDA: dict[str, int] = {
 # TensorFlow release → the CUDA major its GPU build needs, newest first (build_info.py of each release).
 TENSORFLOW_CUDA: tuple[tuple[str, int], ...] = (
     (">=2.15", 12),  # 2.15: CUDA 12.2; 2.18-2.21: CUDA 12.5, cuDNN 9
-    (">=2.5,<2.15", 11),  # 2.5-2.11: 11.2; 2.12-2.14: 11.8
-    (">=2.1,<2.5", 10),  # 10.1
+    (">=2.4,<2.15", 11),  # 2.4: 11.0; 2.5-2.11: 11.2; 2.12-2.14: 11.8
+    (">=2.1,<2.4", 10),  # 10.1
     (">=1.13,<2.1", 10),  # 10.0
     (">=1.5,<1.13", 9),  # 9.0 (the how-to's tensorflow-gpu 1.12)
+)
+# TensorFlow's releases with a GPU build (minor versions, 1.5 to 2.21): what a specifier such as
+# `tensorflow>=2.10` or `tensorflow<2.15` resolves against, as pip would pick the highest it allows.
+TENSORFLOW_RELEASES: tuple[Version, ...] = tuple(
+    Version(v) for v in [*(f"1.{minor}" for minor in range(5, 16)), *(f"2.{minor}" for minor in range(0, 22))]
 )
 # The extra that brings TensorFlow's own CUDA libraries (nvidia-*-cu12); with it, the image's CUDA does not
 # matter, only the node's driver.
@@ -53,15 +58,37 @@ def image_cuda_major(image: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _pinned_version(package: Package) -> Version | None:
-    """The lowest version a pin allows (`==2.21.0`, `=1.12`, `>=2.16`); None when unpinned or unreadable."""
-    found = re.search(r"(?:==|>=|~=|=)\s*(\d+(?:\.\d+)*)", package.specifier)
-    if not found:
-        return None
+def _pip_specifier(package: Package) -> SpecifierSet:
+    """The package's version constraint as a pip SpecifierSet; conda's `=1.12` (a prefix match) becomes
+    `==1.12.*`. Raises InvalidSpecifier when it reads as neither."""
+    parts = []
+    for part in package.specifier.replace(" ", "").split(","):
+        if package.source == "conda" and re.fullmatch(r"=\d+(\.\d+)*", part):
+            part = f"={part}.*"
+        parts.append(part)
+    return SpecifierSet(",".join(parts))
+
+
+def resolved_version(package: Package, releases: tuple[Version, ...]) -> Version | None:
+    """The highest version the package's constraint allows among the known `releases` and the versions it
+    names itself (so `==2.14.1` is 2.14.1), as pip or conda would pick it: `>=2.10` → the newest,
+    `<2.15` → 2.14, `!=2.0` → the newest. Unconstrained or unreadable: the newest release. None when
+    nothing known satisfies it (no release with a GPU build)."""
     try:
-        return Version(found.group(1))
+        specifier = _pip_specifier(package)
+    except InvalidSpecifier:
+        return max(releases)
+    named = {Version(spec.version.removesuffix(".*")) for spec in specifier if _is_version(spec.version)}
+    allowed = [v for v in {*releases, *named} if specifier.contains(v, prereleases=True)]
+    return max(allowed) if allowed else None
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text.removesuffix(".*"))
     except InvalidVersion:
-        return None
+        return False
+    return True
 
 
 def tensorflow_cuda_major(version: Version | None) -> int | None:
@@ -87,7 +114,8 @@ def framework_cuda(package: Package) -> FrameworkCuda | None:
     """The CUDA a GPU framework's wheel needs; None for packages that are not GPU frameworks."""
     if package.name in ("tensorflow", "tensorflow-gpu"):
         own = TENSORFLOW_CUDA_EXTRA in package.extras
-        return FrameworkCuda(package, tensorflow_cuda_major(_pinned_version(package)), own)
+        version = resolved_version(package, TENSORFLOW_RELEASES)
+        return FrameworkCuda(package, tensorflow_cuda_major(version) if version else None, own)
     if package.name == "torch":
         build = _TORCH_BUILD.search(package.specifier)
         if build and build["build"] == "cpu":

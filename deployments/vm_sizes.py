@@ -17,17 +17,30 @@ FAST_PROD_MIN_VCPUS = 12
 FAST_PROD_MIN_NODES = 3
 CLUSTER_PURPOSES = ("DevTest", "FastProd")
 # Azure ML's compute name rule: 3 to 24 characters, starting with a letter, letters, digits and hyphens,
-# ending with a letter or digit.
+# ending with a letter or digit (COMPUTE_NAME_PATTERN, which local clusters follow too, so a name moves
+# between targets); and, for Azure, not ending in a hyphen followed by digits only (`gpu-1`). That last part
+# is Azure's own message for a refused compute instance name (quoted in MicrosoftDocs/pipelines-azureml#19,
+# "cpu-cluster-1"): "Numbers cannot be the ending of the name if the previous character is a minus symbol".
 COMPUTE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$"
 COMPUTE_NAME_RULE = (
     "A compute name is 3 to 24 letters, digits or hyphens, starting with a letter and ending with a letter "
     "or digit (Azure ML's rule)."
 )
+AZURE_NAME_HYPHEN_DIGITS_END = r"-[0-9]+$"
+AZURE_NAME_HYPHEN_DIGITS_RULE = (
+    "Azure ML refuses a compute name that ends in a hyphen followed by digits only (like gpu-1): end it with "
+    "a letter (gpu-1a) or drop the hyphen (gpu1)."
+)
 
 
 def compute_name_problem(name: str) -> str:
     """Why Azure ML would refuse this compute target name ("" when it would not)."""
-    return "" if re.match(COMPUTE_NAME_PATTERN, name or "") else f"{name!r}: {COMPUTE_NAME_RULE}"
+    name = name or ""
+    if not re.match(COMPUTE_NAME_PATTERN, name):
+        return f"{name!r}: {COMPUTE_NAME_RULE}"
+    if re.search(AZURE_NAME_HYPHEN_DIGITS_END, name):
+        return f"{name!r}: {AZURE_NAME_HYPHEN_DIGITS_RULE}"
+    return ""
 
 
 @dataclass(frozen=True)

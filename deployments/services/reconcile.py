@@ -9,8 +9,9 @@ rollout), and an init() bug would otherwise be redeployed for ever. An update or
 
 What the reconciler keeps between passes lives in Deployment.stats["reconcile"]: when it last observed
 the service, the restarts of the current streak (tied to the state_changed_at of the Unhealthy spell they
-belong to, so that any transition starts a new count), when the last one was made, and the reference to
-the target's operation for it.
+belong to, so that an update or a redeploy starts a new count), when the last one was made, the reference
+to the target's operation for it, and when the reconciler saw the service recover. A spell that follows
+a recovery by less than STREAK_RESET_AFTER carries the count on.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ HEALTHY_OBSERVE_EVERY = timedelta(seconds=60)  # × the target's poll_factor, fo
 RESTART_BACKOFF = timedelta(seconds=30)  # before the second restart of a streak; doubling after each
 RESTART_BACKOFF_MAX = timedelta(minutes=30)
 MAX_RESTARTS = 5  # in a row without the service becoming Healthy; then Failed
+# How long a recovered service must stay Healthy before its restart count starts again from 0. A service
+# that comes back for a moment and crashes again (init() passes, the first requests kill it) would
+# otherwise start every spell at 0 and be redeployed for ever; on Azure each restart is a full update().
+STREAK_RESET_AFTER = timedelta(minutes=30)
 RECONCILE_KEY = "reconcile"  # the reconciler's own entry in Deployment.stats
 
 
@@ -132,12 +137,13 @@ def _reconcile_one(deployment: Deployment, now: datetime) -> str | None:
                 message="every replica is ready again",
                 error="",
             )
+            _remember_recovery(deployment, now)
             return "recovered"
         return None
 
     reason = observed.error or f"observed {observed.state}"
     if observed.state != ServiceState.HEALTHY:
-        _mark_unhealthy(deployment, observed, reason)
+        _mark_unhealthy(deployment, observed, reason, now)
     if observed.state == ServiceState.TRANSITIONING or restarting:
         return None  # replicas are starting, or the last restart is still under way: never restart on top
     dead = [r for r in observed.replicas if r.state == "dead"]
@@ -191,15 +197,35 @@ def _record_observation(deployment: Deployment, observed: ServiceObservation, bo
             )
 
 
-def _mark_unhealthy(deployment: Deployment, observed: ServiceObservation, reason: str) -> None:
+def _mark_unhealthy(deployment: Deployment, observed: ServiceObservation, reason: str, now: datetime) -> None:
     if deployment.state == ServiceState.HEALTHY:
+        healthy_of = deployment.state_changed_at.isoformat()
         deployment_transition(
             deployment=deployment, to=ServiceState.UNHEALTHY, message=reason[:2000], error=observed.error
         )
+        _carry_streak(deployment, healthy_of, now)
     elif observed.error and observed.error != deployment.error:
         # Still Unhealthy, for a new reason (a restart failed too): the page says the latest.
         Deployment.objects.filter(pk=deployment.pk, state=ServiceState.UNHEALTHY).update(error=observed.error)
         deployment.error = observed.error
+
+
+def _remember_recovery(deployment: Deployment, now: datetime) -> None:
+    """Note the Healthy spell the reconciler saw the service recover into, and when."""
+    book = _bookkeeping(deployment)
+    book["recovered"] = {"healthy_of": deployment.state_changed_at.isoformat(), "at": now.timestamp()}
+    _save_bookkeeping(deployment, book)
+
+
+def _carry_streak(deployment: Deployment, healthy_of: str, now: datetime) -> None:
+    """A service down again: its restart count goes on if it had recovered (the reconciler saw it) less than
+    STREAK_RESET_AFTER ago, in the Healthy spell that just ended; otherwise the new spell starts at 0."""
+    book = _bookkeeping(deployment)
+    recovered = book.pop("recovered", None) or {}
+    brief = now.timestamp() - float(recovered.get("at", 0)) < STREAK_RESET_AFTER.total_seconds()
+    if recovered.get("healthy_of") == healthy_of and brief and book.get("restarts"):
+        book["streak_of"] = deployment.state_changed_at.isoformat()
+    _save_bookkeeping(deployment, book)
 
 
 def restart_delay(restarts: int) -> timedelta:

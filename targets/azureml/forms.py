@@ -18,6 +18,8 @@ from deployments import selectors
 from deployments.forms import ClusterBaseForm, IdempotentForm, cluster_name_rule
 from deployments.models import Workspace
 from deployments.vm_sizes import (
+    AZURE_NAME_HYPHEN_DIGITS_END,
+    AZURE_NAME_HYPHEN_DIGITS_RULE,
     CLUSTER_PURPOSES,
     CPU_SIZES,
     VmSize,
@@ -26,6 +28,7 @@ from deployments.vm_sizes import (
     validate_aks_cluster,
     vm_size_info,
 )
+from targets.azureml.certificates import check_tls_pair
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 uuid_rule = RegexValidator(rf"^{_UUID}$", "Azure writes this as a GUID: 8-4-4-4-12 hexadecimal digits.")
@@ -164,6 +167,9 @@ cname_rule = RegexValidator(
     r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
     "Write the CNAME as a DNS name, e.g. scoring.contoso.com.",
 )
+azure_name_end_rule = RegexValidator(
+    AZURE_NAME_HYPHEN_DIGITS_END, AZURE_NAME_HYPHEN_DIGITS_RULE, inverse_match=True
+)
 TLS_NONE, TLS_LEAF, TLS_CUSTOM = "", "leaf", "custom"
 TLS_CHOICES = [
     (TLS_NONE, "No TLS (plain http: keys and data travel in clear)"),
@@ -192,7 +198,7 @@ class TlsFieldsMixin(forms.Form):
         required=False, label="Private key (PEM)", help_text="Stored encrypted and never shown again."
     )
 
-    def _pem(self, field: str, marker: str) -> str:
+    def _pem(self, field: str) -> str:
         upload = self.cleaned_data.get(field)
         if not upload:
             self.add_error(field, "Upload it for TLS with your own certificate.")
@@ -200,11 +206,19 @@ class TlsFieldsMixin(forms.Form):
         if upload.size > PEM_MAX_BYTES:
             self.add_error(field, f"A PEM file is a few KiB; this one is over {PEM_MAX_BYTES // 1024} KiB.")
             return ""
-        text = upload.read().decode("utf-8", "replace")
-        if f"-----BEGIN {marker}" not in text and "-----BEGIN" not in text:
-            self.add_error(field, f"That is not a PEM file (no -----BEGIN {marker}----- line).")
-            return ""
-        return text
+        return upload.read().decode("utf-8", "replace")
+
+    def _own_certificate(self, cname: str) -> tuple[str, str]:
+        """The uploaded certificate and key, parsed and checked against each other and the CNAME, as they
+        are stored (re-serialised); ("", "") with the reasons on the form when they cannot be used."""
+        certificate, key = self._pem("tls_certificate"), self._pem("tls_key")
+        if not (certificate and key):
+            return "", ""
+        checked = check_tls_pair(certificate, key, cname)
+        for field, messages in checked.errors.items():
+            for message in messages:
+                self.add_error(field, message)
+        return checked.certificate, checked.key
 
     def clean_tls(self, *, internal_load_balancer: bool = False) -> dict[str, str]:
         """The TLS settings as the services take them (key in clear, encrypted by the service)."""
@@ -226,14 +240,11 @@ class TlsFieldsMixin(forms.Form):
                     "tls_leaf_domain_label", "Give the leaf domain label for Microsoft's certificate."
                 )
             return {"tls_mode": mode, "tls_leaf_domain_label": data.get("tls_leaf_domain_label") or ""}
-        if not data.get("tls_cname"):
+        cname = data.get("tls_cname") or ""
+        if not cname and "tls_cname" not in self.errors:
             self.add_error("tls_cname", "Give the CNAME your certificate is for.")
-        return {
-            "tls_mode": mode,
-            "tls_cname": data.get("tls_cname") or "",
-            "tls_certificate": self._pem("tls_certificate", "CERTIFICATE"),
-            "tls_key": self._pem("tls_key", "PRIVATE KEY"),
-        }
+        certificate, key = self._own_certificate(cname)
+        return {"tls_mode": mode, "tls_cname": cname, "tls_certificate": certificate, "tls_key": key}
 
 
 class AzureTlsForm(TlsFieldsMixin, IdempotentForm):
@@ -276,8 +287,11 @@ class AzureClusterForm(TlsFieldsMixin, ClusterBaseForm):
     )
     name = forms.CharField(
         max_length=24,
-        validators=[cluster_name_rule],
-        help_text="3 to 24 letters, digits or hyphens; starts with a letter, ends with a letter or digit.",
+        validators=[cluster_name_rule, azure_name_end_rule],
+        help_text=(
+            "3 to 24 letters, digits or hyphens; starts with a letter, ends with a letter or digit, "
+            "and not with a hyphen and digits (gpu-1)."
+        ),
     )
     internal_load_balancer = forms.BooleanField(
         required=False,

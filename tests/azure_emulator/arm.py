@@ -131,10 +131,21 @@ COMPUTE_NAME_MESSAGE = (
 FAST_PROD_MIN_VCPUS, FAST_PROD_MIN_NODES = 12, 3
 
 
+# And a name may not end in a hyphen followed by digits (`gpu-1`, reference 1.7). Azure's words for it are
+# those of its compute instance refusal (MicrosoftDocs/pipelines-azureml#19, "cpu-cluster-1"); that AKS
+# computes get the same sentence is unverified.
+HYPHEN_DIGITS_END = re.compile(r"-[0-9]+$")
+HYPHEN_DIGITS_MESSAGE = (
+    "Numbers cannot be the ending of the name if the previous character is a minus symbol (-)."
+)
+
+
 def _refuse_name(name: str) -> Response | None:
-    if COMPUTE_NAME_RULE.fullmatch(name):
-        return None
-    return arm_error(400, "BadRequest", COMPUTE_NAME_MESSAGE)
+    if not COMPUTE_NAME_RULE.fullmatch(name):
+        return arm_error(400, "BadRequest", COMPUTE_NAME_MESSAGE)
+    if HYPHEN_DIGITS_END.search(name):
+        return arm_error(400, "BadRequest", f"{COMPUTE_NAME_MESSAGE} {HYPHEN_DIGITS_MESSAGE}")
+    return None
 
 
 def _refuse_vm_size(emu: AzureEmulator, vm_size: str, location: str) -> Response | None:
@@ -210,6 +221,36 @@ def _leaf_fqdn(label: str, location: str) -> str:
     return f"{label}{suffix}.{location}.cloudapp.azure.com"
 
 
+def _public_key_der(public_key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def own_certificate_error(cert_pem: str, key_pem: str) -> str:
+    """Why Azure would refuse an own certificate and key ("" when it takes them): either one that does not
+    parse, or a key that is not the certificate's. Azure's exact words for these are unverified (no source
+    or probe shows them); the emulator answers 400 BadRequest with its own."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return "The SSL certificate could not be parsed as a PEM X.509 certificate."
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        return "The SSL key could not be parsed as an unencrypted PEM private key."
+    except Exception:  # cryptography's UnsupportedAlgorithm: a key type nothing serves with
+        return "The SSL key could not be parsed as an unencrypted PEM private key."
+    if _public_key_der(key.public_key()) != _public_key_der(certificate.public_key()):
+        return "The SSL key does not match the SSL certificate's public key."
+    return ""
+
+
 def _apply_ssl(compute: Compute, ssl: dict[str, Any]) -> Response | None:
     """Take an `sslConfiguration` from a create, attach or update PUT; an error if Azure would refuse it."""
     if ssl.get("renew"):
@@ -230,6 +271,8 @@ def _apply_ssl(compute: Compute, ssl: dict[str, Any]) -> Response | None:
             return arm_error(
                 400, "BadRequest", "SSL status Enabled needs cname, cert and key (a certificate of your own)."
             )
+        if message := own_certificate_error(ssl["cert"], ssl["key"]):
+            return arm_error(400, "BadRequest", message)
         compute.ssl = SslConfiguration("Enabled", ssl["cert"], ssl["key"], ssl["cname"])
     elif status == "Auto":
         label = ssl.get("leafDomainLabel")

@@ -10,11 +10,13 @@ from packaging.version import Version
 from deployments.cuda import (
     AZUREML_DEFAULT_GPU_IMAGE,
     GPU_BASE_IMAGE,
+    TENSORFLOW_RELEASES,
     check_gpu_environment,
     image_cuda_major,
+    resolved_version,
     tensorflow_cuda_major,
 )
-from deployments.environments import default_environment_yaml, runtime_version
+from deployments.environments import check_environment, default_environment_yaml, runtime_version
 
 
 def environment(*pip: str, conda: tuple[str, ...] = ("python=3.11",)) -> str:
@@ -44,7 +46,8 @@ def test_each_gpu_image_has_its_cuda_major(image, cuda) -> None:
         ("2.15.0", 12),
         ("2.14.1", 11),
         ("2.12.0", 11),
-        ("2.4.0", 10),
+        ("2.4.0", 11),  # TensorFlow 2.4 was built with CUDA 11.0
+        ("2.3.0", 10),
         ("1.12.0", 9),
         (None, 12),
     ],
@@ -111,3 +114,61 @@ def test_torch_builds_bring_their_cuda_runtime_except_the_cpu_ones(torch, ok) ->
 
 def test_a_cpu_only_environment_has_nothing_to_agree_on() -> None:
     assert check_gpu_environment(environment("numpy", "Pillow")).ok
+
+
+# --- specifiers resolve to the highest release they allow, as pip would pick it ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("requirement", "resolved"),
+    [
+        ("tensorflow>=2.10", "2.21"),
+        ("tensorflow<2.15", "2.14"),
+        ("tensorflow!=2.0", "2.21"),
+        ("tensorflow>=2.10,<2.13", "2.12"),
+        ("tensorflow==2.14.1", "2.14.1"),
+        ("tensorflow~=2.12", "2.21"),
+        ("tensorflow", "2.21"),
+    ],
+)
+def test_a_tensorflow_specifier_resolves_to_the_highest_release_it_allows(requirement, resolved) -> None:
+    check = check_environment(environment(requirement))
+    (package,) = [p for p in check.packages if p.name == "tensorflow"]
+    assert resolved_version(package, TENSORFLOW_RELEASES) == Version(resolved)
+
+
+def test_a_conda_prefix_pin_resolves_within_its_prefix() -> None:
+    check = check_environment(environment(conda=("python=3.7", "tensorflow-gpu=1.12")))
+    (package,) = [p for p in check.packages if p.name == "tensorflow-gpu"]
+    assert resolved_version(package, TENSORFLOW_RELEASES) == Version("1.12")
+
+
+def test_tensorflow_at_least_2_10_is_cuda_12_and_accepted_on_the_cuda_12_image_or_with_and_cuda() -> None:
+    assert check_gpu_environment(environment("tensorflow>=2.10")).ok
+    assert check_gpu_environment(environment("tensorflow[and-cuda]>=2.10"), AZUREML_DEFAULT_GPU_IMAGE).ok
+
+
+def test_tensorflow_at_least_2_10_is_not_read_as_2_10_so_the_cuda_11_image_is_refused() -> None:
+    check = check_gpu_environment(environment("tensorflow>=2.10"), AZUREML_DEFAULT_GPU_IMAGE)
+    assert not check.ok and "tensorflow>=2.10 needs CUDA 12" in check.errors[0]
+
+
+def test_tensorflow_below_2_15_is_cuda_11_and_refused_on_the_cuda_12_image() -> None:
+    check = check_gpu_environment(environment("tensorflow<2.15"))
+    assert not check.ok and "tensorflow<2.15 needs CUDA 11" in check.errors[0]
+
+
+def test_tensorflow_below_2_15_with_and_cuda_is_refused_as_it_brings_cuda_11() -> None:
+    check = check_gpu_environment(environment("tensorflow[and-cuda]<2.15"))
+    assert not check.ok and "brings CUDA 11 libraries before TensorFlow 2.15" in check.errors[0]
+
+
+def test_tensorflow_not_2_0_is_the_newest_release() -> None:
+    assert check_gpu_environment(environment("tensorflow!=2.0")).ok
+    check = check_gpu_environment(environment("tensorflow!=2.0"), AZUREML_DEFAULT_GPU_IMAGE)
+    assert not check.ok and "needs CUDA 12" in check.errors[0]
+
+
+def test_a_specifier_no_release_with_a_gpu_build_satisfies_is_refused() -> None:
+    check = check_gpu_environment(environment("tensorflow<1.5"))
+    assert not check.ok and "has no GPU build" in check.errors[0]

@@ -33,7 +33,7 @@ from deployments.models import AuditEvent, Cluster, Deployment, Operation
 from deployments.services import cluster_create, deployment_create, operation_advance, services_reconcile
 from deployments.services.deployments import deployment_update
 from deployments.services.operations.steps import timeout_s
-from deployments.services.reconcile import MAX_RESTARTS, restart_delay
+from deployments.services.reconcile import MAX_RESTARTS, STREAK_RESET_AFTER, restart_delay
 from deployments.services.transitions import cluster_transition
 from deployments.states import ProvisioningState, ServiceState
 from tests.deployments.factories import MINIMAL_SCRIPT
@@ -396,25 +396,63 @@ def test_no_restart_while_the_last_restart_is_still_under_way(cloud, deployer, d
     assert Deployment.objects.get(pk=deployment.pk).state == ServiceState.UNHEALTHY
 
 
-def test_a_service_that_recovers_starts_a_new_count(cloud, deployer, demo_model):
+def _restarted_then_recovered(cloud, deployer, demo_model, restarts: int) -> tuple[Deployment, datetime]:
+    """A Healthy deployment that went down, was restarted `restarts` times, and came back; and when."""
     deployment = healthy_deployment(cloud, deployer, demo_model)
     cloud.answer("Unhealthy", error=DOWN)
     at = timezone.now()
     reconcile_at(at)
-    for restarts in range(1, MAX_RESTARTS):
-        at += restart_delay(restarts)
+    for made in range(1, restarts):
+        at += restart_delay(made)
         reconcile_at(at)
-    assert len(cloud.made("restart_service")) == MAX_RESTARTS
-
+    assert len(cloud.made("restart_service")) == restarts
     cloud.answer("Healthy")
-    assert reconcile_at(at + timedelta(seconds=1))["recovered"] == 1
+    at += timedelta(seconds=1)
+    assert reconcile_at(at)["recovered"] == 1
+    return deployment, at
+
+
+def _latest_restart(deployment: Deployment) -> AuditEvent:
+    return AuditEvent.objects.filter(action="deployment.restart", resource_id=deployment.pk, after={}).latest(
+        "id"
+    )
+
+
+def test_a_service_that_comes_back_for_a_moment_keeps_its_restart_count(cloud, deployer, demo_model):
+    deployment, recovered_at = _restarted_then_recovered(cloud, deployer, demo_model, restarts=2)
+
     cloud.answer("Unhealthy", error=DOWN)
-    # Seen down at its next observation (Healthy: 5 minutes later), restarted at once: a new streak.
-    assert reconcile_at(at + timedelta(seconds=301))["restarted"] == 1
+    # Seen down at its next observation (Healthy: 5 minutes later): the streak goes on, it is not a new one.
+    assert reconcile_at(recovered_at + timedelta(seconds=300))["restarted"] == 1
+    assert _latest_restart(deployment).message.startswith(f"restart 3 of at most {MAX_RESTARTS}")
+
+
+def test_a_service_that_flaps_for_ever_ends_failed_instead_of_being_redeployed_for_ever(
+    cloud, deployer, demo_model
+):
+    deployment, at = _restarted_then_recovered(cloud, deployer, demo_model, restarts=MAX_RESTARTS)
+
+    cloud.answer("Unhealthy", error=DOWN)
+    at += timedelta(seconds=300)
+    reconcile_at(at)
+    assert reconcile_at(at + restart_delay(MAX_RESTARTS))["failed"] == 1
+
+    assert len(cloud.made("restart_service")) == MAX_RESTARTS
+    assert Deployment.objects.get(pk=deployment.pk).state == ServiceState.FAILED
+
+
+def test_a_service_healthy_for_half_an_hour_starts_a_new_count(cloud, deployer, demo_model):
+    deployment, recovered_at = _restarted_then_recovered(cloud, deployer, demo_model, restarts=MAX_RESTARTS)
+    cloud.answer("Healthy")
+    for minutes in range(5, 30, 5):
+        assert reconcile_at(recovered_at + timedelta(minutes=minutes))["checked"] == 1
+
+    cloud.answer("Unhealthy", error=DOWN)
+    assert reconcile_at(recovered_at + STREAK_RESET_AFTER)["restarted"] == 1
+
     deployment.refresh_from_db()
     assert deployment.state == ServiceState.UNHEALTHY
-    latest = AuditEvent.objects.filter(action="deployment.restart", resource_id=deployment.pk).latest("id")
-    assert latest.message.startswith("restart 1 of")
+    assert _latest_restart(deployment).message.startswith("restart 1 of")
 
 
 # --- the reconciler: polling in proportion to need ---------------------------------------------------------

@@ -20,6 +20,7 @@ from deployments.backends.base import (
 )
 from deployments.cuda import GPU_BASE_IMAGE, check_gpu_environment
 from deployments.vm_sizes import vm_size_info
+from scoring.replicas import PROBE_THREADS
 
 from .clusters import ClusterOperations
 from .errors import _azure, _format_error, _not_found
@@ -47,6 +48,23 @@ def aks_concurrency(max_batch_size: int, max_batch_wait_ms: int) -> dict[str, in
             AKS_DEFAULT_MAX_REQUEST_WAIT_MS, max_batch_wait_ms + AKS_QUEUE_MARGIN_MS
         ),
     }
+
+
+def aks_server_threads(max_batch_size: int) -> int:
+    """gunicorn threads for Microsoft's inference server in the image, the local replicas' rule
+    (scoring.replicas.ReplicaSpec.threads) with azureml-fe's cap: one per request azureml-fe may hand the
+    replica at once, plus the probe threads and two spare. The server runs one sync gunicorn worker with one
+    thread unless told otherwise, so without this the requests azureml-fe admits together are still served
+    one at a time and the batcher never sees two."""
+    concurrent = aks_concurrency(max_batch_size, 0)["replica_max_concurrent_requests"]
+    return concurrent + PROBE_THREADS + 2
+
+
+def aks_server_environment(max_batch_size: int) -> dict[str, str]:
+    """The image's environment that sets those threads. azureml-inference-server-http (1.5.1) builds
+    gunicorn's argv with -b, -w, --timeout and log settings but no --threads, so gunicorn takes --threads from
+    GUNICORN_CMD_ARGS (command line over GUNICORN_CMD_ARGS over defaults)."""
+    return {"GUNICORN_CMD_ARGS": f"--threads {aks_server_threads(max_batch_size)}"}
 
 
 class ServiceOperations(ClusterOperations):
@@ -140,6 +158,7 @@ class ServiceOperations(ClusterOperations):
             **(env.environment_variables or {}),
             "LYNX_MAX_BATCH_SIZE": str(spec.max_batch_size),
             "LYNX_MAX_BATCH_WAIT_MS": str(spec.max_batch_wait_ms),
+            **aks_server_environment(spec.max_batch_size),
             **gpu_env,
             **(extra_env or {}),
         }
@@ -218,10 +237,12 @@ class ServiceOperations(ClusterOperations):
         if spec.gpu_enabled:
             self._ready_cluster(spec)
         # The model, score.py and environment always go with it: an edited score.py or environment under the
-        # same model version is a new revision too.
+        # same model version is a new revision too. Both auth flags always go: the SDK refuses token auth on a
+        # key-auth service unless key auth is switched off in the same call, and token -> key with only
+        # token_auth_enabled=False would leave the service with no auth at all.
         kwargs = {
             **self._scale_kwargs(spec),
-            "token_auth_enabled": spec.token_auth_enabled,
+            **self._auth_kwargs(spec),
             "models": [self._model(spec)],
             "inference_config": self._inference_config(spec),
         }
@@ -255,7 +276,7 @@ class ServiceOperations(ClusterOperations):
 
         ws = self._ws(spec.cluster)
         with _azure(f"Reading the deployment operation of {spec.name!r}"):
-            if urlsplit(operation_ref).netloc != urlsplit(_get_mms_url(ws)).netloc:
+            if not self._is_workspace_operation(operation_ref, _get_mms_url(ws)):
                 return None
             response = requests.get(operation_ref, headers=ws._auth.get_authentication_header(), timeout=60)
             if response.status_code == 404:
@@ -267,6 +288,21 @@ class ServiceOperations(ClusterOperations):
                     transient=response.status_code in (408, 429, 500, 502, 503, 504),
                 )
             return response.json()
+
+    @staticmethod
+    def _is_workspace_operation(operation_ref: str, mms_url: str) -> bool:
+        """Whether a reference names an operation of this workspace's MMS: https, MMS's host, and a path
+        under the workspace's `/modelmanagement/.../workspaces/<ws>/operations/`. Anything else would carry
+        the workspace's token to another host, over plain http, or to another workspace's resources."""
+        ref, mms = urlsplit(operation_ref), urlsplit(mms_url)
+        prefix = mms.path.rstrip("/") + "/operations/"
+        return (
+            ref.scheme == "https"
+            and ref.netloc.lower() == mms.netloc.lower()
+            and ref.path.startswith(prefix)
+            and "/" not in ref.path[len(prefix) :].strip("/")
+            and ".." not in ref.path
+        )
 
     @staticmethod
     def _operation_error(operation: dict[str, Any]) -> str:

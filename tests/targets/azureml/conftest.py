@@ -29,7 +29,8 @@ CPU_SIZE = "Standard_D4s_v5"
 
 def unique(prefix: str) -> str:
     """Names the emulator has not seen in this session (its state outlives each test's database)."""
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+    # Ends with a letter: Azure refuses a compute name ending in a hyphen and digits only (gpu-1).
+    return f"{prefix}-{uuid.uuid4().hex[:5]}z"
 
 
 def run_inline(operation_id: int, timeout: float = 30):

@@ -53,7 +53,8 @@ def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float 
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+    # Ends with a letter: Azure refuses a compute name ending in a hyphen and digits only (gpu-1).
+    return f"{prefix}-{uuid.uuid4().hex[:5]}z"
 
 
 def workspace_spec(emu: AzureEmulator, **overrides: str) -> WorkspaceSpec:

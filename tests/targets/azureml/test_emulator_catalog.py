@@ -20,6 +20,7 @@ import requests
 from tests.azure_emulator import AzureEmulator, catalog, scheduler
 from tests.azure_emulator.state import Compute, Service
 from tests.conftest import wait_for
+from tests.targets.azureml.tls_material import valid_pair
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # the SDK's vendored ruamel
 
@@ -33,7 +34,8 @@ SETTLED = ("Succeeded", "Failed", "Canceled")
 
 
 def name(prefix: str = "c") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+    # Ends with a letter: Azure refuses a compute name ending in a hyphen and digits only (gpu-1).
+    return f"{prefix}-{uuid.uuid4().hex[:7]}z"
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +169,7 @@ def test_fast_prod_on_three_four_vcpu_nodes_is_accepted(ws, azure_emulator) -> N
 # --- names ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["ab", "-gpu", "1gpu", "gpu-", "gpu_1", "a" * 25])
+@pytest.mark.parametrize("bad", ["ab", "-gpu", "1gpu", "gpu-", "gpu_1", "a" * 25, "gpu-1", "cpu-cluster-1"])
 def test_compute_names_outside_azures_rule_are_refused(ws, azure_emulator, bad) -> None:
     text = refusal(lambda: create(ws, bad, vm_size=T4, agent_count=1, cluster_purpose="DevTest"))
 
@@ -176,10 +178,12 @@ def test_compute_names_outside_azures_rule_are_refused(ws, azure_emulator, bad) 
         "It must start with a letter, end with a letter or digit, and be between 3 and 24 characters" in text
     )
     assert bad not in azure_emulator.computes
+    if re.search(r"-[0-9]+$", bad):
+        assert "Numbers cannot be the ending of the name if the previous character is a minus" in text
 
 
 def test_a_24_character_name_is_accepted(ws, azure_emulator) -> None:
-    long_name = ("gpu-" + uuid.uuid4().hex)[:24]
+    long_name = ("gpu-" + uuid.uuid4().hex)[:23] + "z"
 
     target = create(ws, long_name, vm_size=T4, agent_count=1, cluster_purpose="DevTest")
 
@@ -268,8 +272,9 @@ def test_an_own_certificate_given_at_create_is_served_under_its_cname(ws, azure_
     from azureml.core.compute import AksCompute, ComputeTarget
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    key.write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    cert_pem, key_pem = valid_pair("scoring.contoso.com")
+    cert.write_text(cert_pem)
+    key.write_text(key_pem)
     config = AksCompute.provisioning_configuration(vm_size=T4, agent_count=1, cluster_purpose="DevTest")
     config.enable_ssl(ssl_cname="scoring.contoso.com", ssl_cert_pem_file=str(cert), ssl_key_pem_file=str(key))
 
@@ -282,6 +287,37 @@ def test_an_own_certificate_given_at_create_is_served_under_its_cname(ws, azure_
     )
     assert target.ssl_configuration.key is None  # Azure never reads a private key back
     assert azure_emulator.compute_scoring_base(target.name) == ("https", "scoring.contoso.com")
+
+
+@pytest.mark.parametrize(
+    ("cert_pem", "key_pem", "why"),
+    [
+        (
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            valid_pair()[1],
+            "SSL certificate could not be parsed",
+        ),
+        (valid_pair()[0], "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n", "SSL key could"),
+        (valid_pair()[0], valid_pair()[1], "does not match the SSL certificate"),
+    ],
+    ids=["garbage-certificate", "garbage-key", "key-of-another-certificate"],
+)
+def test_an_own_certificate_azure_cannot_use_is_refused_with_400(
+    ws, azure_emulator, tmp_path, cert_pem, key_pem, why
+) -> None:
+    from azureml.core.compute import AksCompute, ComputeTarget
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text(cert_pem)
+    key.write_text(key_pem)
+    config = AksCompute.provisioning_configuration(vm_size=T4, agent_count=1, cluster_purpose="DevTest")
+    config.enable_ssl(ssl_cname="scoring.contoso.com", ssl_cert_pem_file=str(cert), ssl_key_pem_file=str(key))
+    compute_name = name("bad")
+
+    message = refusal(lambda: ComputeTarget.create(ws, compute_name, config))
+
+    assert "400" in message and "BadRequest" in message and why in message
+    assert compute_name not in azure_emulator.computes
 
 
 def test_an_attached_cluster_keeps_its_kubernetes_version_and_takes_a_leaf_domain(ws, azure_emulator) -> None:

@@ -81,7 +81,8 @@ def run(data):
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+    # Ends with a letter: Azure refuses a compute name ending in a hyphen and digits only (gpu-1).
+    return f"{prefix}-{uuid.uuid4().hex[:5]}z"
 
 
 @pytest.fixture

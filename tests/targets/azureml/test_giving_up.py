@@ -119,9 +119,10 @@ def test_a_deploy_whose_init_never_returns_ends_with_azures_own_timeout_not_lynx
 ) -> None:
     cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
     paced.host_start_floor_seconds = 0.0  # MMS's 20 min at the emulator's pace, under Lynx's limit
-    # At this pace one real second is ~2000 Azure seconds, so the SDK's own work in the submit step would
-    # eat Lynx's margin over MMS (25+ min against 20): give Lynx's clock ten times the room.
-    settings.LYNX_TIMEOUT_SCALE = 10 * paced.time_scale
+    # At the emulator's pace Lynx's margin over MMS (25+ min against 20) is a fraction of a real second,
+    # which a loaded runner can eat: which one gives up first must not be a race between two clocks. Lynx's
+    # clock runs 1000 times coarser here (its limit over a real minute away); the test ends when MMS does.
+    settings.LYNX_TIMEOUT_SCALE = 1000 * paced.time_scale
     operation = run_inline(start_deploy(deployer, cluster, tiny_model, HANGS).pk)
 
     assert operation.state == "failed"
@@ -133,6 +134,9 @@ def test_a_deployment_azure_is_still_busy_with_at_lynxs_limit_says_it_may_still_
     deployer, workspace, tiny_model, paced
 ) -> None:
     cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
+    # MMS's operation stays busy for the whole test (its timeout an hour of real time away), so Lynx's limit
+    # always comes first and its delete always meets Azure's 409: no race between the two clocks.
+    paced.host_start_floor_seconds = 3600.0
     operation = run_inline(start_deploy(deployer, cluster, tiny_model, HANGS).pk)
     name = operation.deployment.name
     try:

@@ -53,7 +53,7 @@ def test_the_how_tos_nc6_cluster_is_refused_as_retired(ws: Any) -> None:
     from azureml.core.compute import AksCompute, ComputeTarget
     from azureml.exceptions import ComputeTargetException
 
-    aks_name = f"aks-gpu-{uuid.uuid4().hex[:4]}"
+    aks_name = f"aks-gpu-{uuid.uuid4().hex[:3]}z"  # gpu-1234 would be refused
     prov_config = AksCompute.provisioning_configuration(vm_size="Standard_NC6")
     with pytest.raises(ComputeTargetException) as refused:
         gpu_cluster = ComputeTarget.create(ws, aks_name, prov_config)
@@ -145,7 +145,7 @@ def test_the_how_tos_code_fails_where_azure_would_and_runs_end_to_end_where_it_c
 
     # 1. A GPU cluster: the how-to's NC6 is retired (the test above); its suggested replacement, 3 nodes
     #    (a FastProd cluster, the how-to's default purpose, needs at least 3 nodes and 12 vCPUs).
-    aks_name = f"aks-gpu-{uuid.uuid4().hex[:4]}"
+    aks_name = f"aks-gpu-{uuid.uuid4().hex[:3]}z"  # gpu-1234 would be refused
     prov_config = AksCompute.provisioning_configuration(vm_size="Standard_NC4as_T4_v3", agent_count=3)
     gpu_cluster = ComputeTarget.create(ws, aks_name, prov_config)
     gpu_cluster.wait_for_completion(show_output=True)

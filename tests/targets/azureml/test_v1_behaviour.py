@@ -11,19 +11,20 @@ import datetime as dt
 import importlib
 import time
 
+import numpy as np
 import pytest
 import requests
 from django.urls import reverse
 
 from deployments.cuda import GPU_BASE_IMAGE, image_cuda_major
-from deployments.environments import default_environment_yaml, runtime_version
+from deployments.environments import default_entry_script, default_environment_yaml, runtime_version
 from deployments.models import Cluster, Deployment, ExternalResource
 from deployments.services import Refused, deployment_create
 from deployments.services.deployments import deployment_update
 from deployments.services.specs import backend_for, service_files_write, service_spec
 from deployments.services.transitions import cluster_transition
 from deployments.states import ProvisioningState
-from deployments.vm_sizes import validate_aks_cluster, vm_size_info
+from deployments.vm_sizes import compute_name_problem, validate_aks_cluster, vm_size_info
 from targets.azureml.forms import AzureClusterForm
 from targets.azureml.services.clusters import azure_cluster_create, cluster_tls_enable
 from targets.azureml.services.sync import azure_sync_workspace
@@ -180,6 +181,31 @@ def test_an_operation_mms_forgot_or_a_reference_to_another_host_is_no_operation(
     assert "attacker.example" not in hosts
 
 
+def test_an_operation_reference_outside_the_workspaces_mms_operations_over_https_is_no_operation(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
+    deployment = create(deployer, cluster, tiny_model, environment_yaml=HOW_TO_ENVIRONMENT)
+    backend, spec = backend_for(cluster), service_spec(deployment)
+    operation_ref = backend.deploy_service(spec)
+    assert operation_ref and operation_ref.startswith("https://")
+    assert follow(backend, spec, operation_ref).operation_state == "Failed"  # the genuine one is read
+    workspace_path, _, operation_id = operation_ref.partition("/operations/")
+    before = len(azure_emulator.requests)
+
+    refused = [
+        "http://" + operation_ref.removeprefix("https://"),  # the token in clear
+        workspace_path + "-other/operations/" + operation_id,  # another workspace
+        workspace_path + "/services/" + spec.name,  # not an operation
+        workspace_path + "/operations/../services/" + spec.name,
+    ]
+
+    for reference in refused:
+        assert backend.observe_service(spec, reference).operation_state == "", reference
+    paths = [path for _method, _host, path, _status in list(azure_emulator.requests)[before:]]
+    assert not any("-other/" in path or "/operations/" in path for path in paths), paths
+
+
 def test_the_lynx_operation_of_a_deploy_whose_image_cannot_be_built_fails_with_azures_error(
     deployer, workspace, tiny_model, azure_emulator
 ) -> None:
@@ -302,6 +328,62 @@ def test_a_token_auth_deployment_refuses_anonymous_calls_and_takes_a_token_from_
     assert anonymous.status_code == 401 and with_token.status_code == 200
 
 
+def _switch_auth(deployer, deployment, *, token_auth_enabled: bool):
+    """Lynx's own update path with only the auth mode changed; returns the finished operation."""
+    update = deployment_update(user=deployer, deployment=deployment, token_auth_enabled=token_auth_enabled)
+    return run_inline(update.pk)
+
+
+def test_an_update_switches_a_key_auth_service_to_token_auth(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
+    deployment = create(deployer, cluster, tiny_model)
+    assert run_inline(deployment.operations.get().pk).state == "succeeded"
+    deployment.refresh_from_db()
+    key = azure_emulator.services[deployment.name].primary_key
+
+    update = _switch_auth(deployer, deployment, token_auth_enabled=True)
+
+    assert update.state == "succeeded", update.error
+    payload = azure_emulator.services[deployment.name].payload
+    assert payload.get("aadAuthEnabled") is True and payload.get("authEnabled") is False
+    deployment.refresh_from_db()
+    token, _refresh = backend_for(cluster).service_access_token(service_spec(deployment))
+    with_key = requests.post(
+        deployment.scoring_uri, data=b"{}", headers={"Authorization": f"Bearer {key}"}, timeout=10
+    )
+    with_token = requests.post(
+        deployment.scoring_uri, data=b"{}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert with_key.status_code == 401 and with_token.status_code == 200
+
+
+def test_an_update_switches_a_token_auth_service_back_to_key_auth_and_never_to_no_auth(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
+    deployment = create(deployer, cluster, tiny_model)
+    Deployment.objects.filter(pk=deployment.pk).update(token_auth_enabled=True)
+    assert run_inline(deployment.operations.get().pk).state == "succeeded"
+    deployment.refresh_from_db()
+
+    update = _switch_auth(deployer, deployment, token_auth_enabled=False)
+
+    assert update.state == "succeeded", update.error
+    svc = azure_emulator.services[deployment.name]
+    assert svc.payload.get("authEnabled") is True and svc.payload.get("aadAuthEnabled") is False
+    deployment.refresh_from_db()
+    anonymous = requests.post(deployment.scoring_uri, data=b"{}", timeout=10)
+    with_key = requests.post(
+        deployment.scoring_uri,
+        data=b"{}",
+        headers={"Authorization": f"Bearer {svc.primary_key}"},
+        timeout=10,
+    )
+    assert anonymous.status_code == 401 and with_key.status_code == 200
+
+
 def test_the_azure_page_says_the_key_travels_in_clear_over_plain_http(
     client, deployer, workspace, tiny_model, azure_emulator
 ) -> None:
@@ -329,10 +411,66 @@ def test_the_batching_settings_reach_azureml_fe(deployer, workspace, tiny_model,
     assert payload["maxQueueWaitMs"] == 1050  # the batch wait plus a second for the model call
 
 
+def test_the_image_runs_enough_server_threads_for_a_full_batch(deployer, workspace, tiny_model) -> None:
+    cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
+    deployment = create(deployer, cluster, tiny_model, max_batch_size=64)
+
+    config = backend_for(cluster)._inference_config(service_spec(deployment))
+
+    # azureml-fe hands a replica at most 32 requests at once; the server gets a thread for each, plus four.
+    assert config.environment.environment_variables["GUNICORN_CMD_ARGS"] == "--threads 36"
+
+
+@pytest.mark.slow  # TensorFlow in the emulator's scoring host
+def test_concurrent_images_are_batched_by_the_default_script_on_aks(
+    deployer, workspace, demo_model_files, azure_emulator
+) -> None:
+    pytest.importorskip("tensorflow")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scoring.demo_model import render_digit
+    from tests.targets.azureml.emulated_models import digits_model
+
+    cluster = provision(deployer, workspace, vm_size=CPU_SIZE)
+    deployment = create(
+        deployer,
+        cluster,
+        digits_model(demo_model_files),
+        entry_script=default_entry_script(),
+        environment_yaml=default_environment_yaml(),
+        cpu_cores=1,
+        memory_gb=2.0,
+        max_batch_size=16,
+        max_batch_wait_ms=200,
+    )
+    operation = run_inline(deployment.operations.get().pk, timeout=240)
+    assert operation.state == "succeeded", operation.error
+    deployment.refresh_from_db()
+    key = azure_emulator.services[deployment.name].primary_key
+    image = render_digit(np.full((8, 8), 8.0))
+
+    def post(_index: int) -> requests.Response:
+        return requests.post(
+            deployment.scoring_uri,
+            data=image,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, range(16)))
+
+    assert [a.status_code for a in answers] == [200] * 16, answers[0].text[:300]
+    sizes = [int(a.headers.get("X-Lynx-Batch-Size", "0")) for a in answers]
+    assert max(sizes) > 1, f"every image was scored alone: {sizes}"
+
+
 # --- 7. cluster rules --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["ab", "-gpu", "1gpu", "gpu-", "a" * 25, "gpu_1"])
+@pytest.mark.parametrize(
+    "name", ["ab", "-gpu", "1gpu", "gpu-", "a" * 25, "gpu_1", "gpu-1", "gpu-12", "cpu-cluster-1"]
+)
 def test_azures_compute_name_rule_refuses(name, deployer, workspace) -> None:
     form = AzureClusterForm(
         data={
@@ -355,6 +493,23 @@ def test_a_24_character_name_is_accepted_and_provisioned(deployer, workspace, az
     assert Cluster.objects.get(pk=cluster.pk).name == name and name in azure_emulator.computes
 
 
+@pytest.mark.parametrize("name", ["gpu1", "gpu-1a", "a1-b2c"])
+def test_digits_after_a_letter_are_accepted_by_the_name_rule(name, deployer, workspace) -> None:
+    form = AzureClusterForm(
+        data={
+            "workspace": workspace.pk,
+            "mode": "create",
+            "name": name,
+            "vm_size": CPU_SIZE,
+            "node_count": 1,
+            "cluster_purpose": "DevTest",
+            "idempotency_key": unique("k"),
+        }
+    )
+    form.is_valid()
+    assert "name" not in form.errors
+
+
 def test_the_backend_refuses_a_name_azure_would_refuse(deployer, workspace, azure_emulator) -> None:
     from deployments.services import cluster_create
 
@@ -369,6 +524,13 @@ def test_the_backend_refuses_a_name_azure_would_refuse(deployer, workspace, azur
     operation = run_inline(operation.pk)
     assert operation.state == "failed" and "starting with a letter" in operation.error
     assert "1gpu" not in azure_emulator.computes
+
+
+@pytest.mark.parametrize(("name", "refused"), [("gpu-1", True), ("cpu-cluster-12", True), ("gpu-1a", False)])
+def test_the_backend_states_azures_hyphen_digits_rule_itself(name, refused) -> None:
+    problem = compute_name_problem(name)
+    assert bool(problem) is refused
+    assert not refused or "ends in a hyphen followed by digits only" in problem
 
 
 def test_fast_prod_needs_three_nodes_as_well_as_twelve_vcpus() -> None:
