@@ -217,3 +217,127 @@ PACE: dict[str, Step] = {
 def azure_seconds(step: str) -> float:
     """How long Azure takes for `step` (a key of PACE), before the emulator's time scale."""
     return PACE[step].seconds
+
+
+# --- Managed online endpoints (Azure ML v2) ----------------------------------------------------------
+# Microsoft's "Managed online endpoints SKU list" (azure-ai-docs
+# reference-managed-online-endpoints-vm-sku-list,
+# 2025-10-18): the only instance types a managed online deployment may use, their quota family, cores, GPUs
+# and whether Azure skips its 20 % upgrade reservation for them. The list still names NCv2/NCv3, which are
+# retired (VM_SIZES says when): they are refused as retired, not as unknown. A subset: the families Lynx and
+# the tests use, and every GPU family.
+
+
+@dataclass(frozen=True)
+class ManagedSku:
+    name: str  # Azure's spelling (the doc writes it in capitals; Azure compares case-insensitively)
+    family: str  # the quota family, as usages name it
+    cores: int
+    gpus: float = 0
+    skip_reservation: bool = False  # "Skip 20% Reservation: Yes"
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpus > 0
+
+
+_DSV2, _FSV2, _DASV4, _ESV3 = (
+    "standardDSv2Family",
+    "standardFSv2Family",
+    "standardDASv4Family",
+    "standardESv3Family",
+)
+_T4F, _A100F, _H100F, _A10F = (
+    "standard NCASv3_T4 Family",
+    "standardNCADSA100v4Family",
+    "standardNCADSH100v5Family",
+    "standardNVADSA10v5Family",
+)
+MANAGED_ONLINE_SKUS: dict[str, ManagedSku] = {
+    sku.name.lower(): sku
+    for sku in (
+        ManagedSku("Standard_DS1_v2", _DSV2, 1),
+        ManagedSku("Standard_DS2_v2", _DSV2, 2),
+        ManagedSku("Standard_DS3_v2", _DSV2, 4),
+        ManagedSku("Standard_DS4_v2", _DSV2, 8),
+        ManagedSku("Standard_DS5_v2", _DSV2, 16),
+        ManagedSku("Standard_F2s_v2", _FSV2, 2),
+        ManagedSku("Standard_F4s_v2", _FSV2, 4),
+        ManagedSku("Standard_F8s_v2", _FSV2, 8),
+        ManagedSku("Standard_F16s_v2", _FSV2, 16),
+        ManagedSku("Standard_F32s_v2", _FSV2, 32),
+        ManagedSku("Standard_D2as_v4", _DASV4, 2),
+        ManagedSku("Standard_D4as_v4", _DASV4, 4),
+        ManagedSku("Standard_D8as_v4", _DASV4, 8),
+        ManagedSku("Standard_D16as_v4", _DASV4, 16),
+        ManagedSku("Standard_E2s_v3", _ESV3, 2),
+        ManagedSku("Standard_E4s_v3", _ESV3, 4),
+        ManagedSku("Standard_E8s_v3", _ESV3, 8),
+        ManagedSku("Standard_E16s_v3", _ESV3, 16),
+        ManagedSku("Standard_NC4as_T4_v3", _T4F, 4, 1),
+        ManagedSku("Standard_NC8as_T4_v3", _T4F, 8, 1),
+        ManagedSku("Standard_NC16as_T4_v3", _T4F, 16, 1),
+        ManagedSku("Standard_NC64as_T4_v3", _T4F, 64, 4),
+        ManagedSku("Standard_NC24ads_A100_v4", _A100F, 24, 1, True),
+        ManagedSku("Standard_NC48ads_A100_v4", _A100F, 48, 2, True),
+        ManagedSku("Standard_NC96ads_A100_v4", _A100F, 96, 4, True),
+        ManagedSku("Standard_NC40ads_H100_v5", _H100F, 40, 1, True),
+        ManagedSku("Standard_NC80adis_H100_v5", _H100F, 80, 2, True),
+        ManagedSku("Standard_ND96amsr_A100_v4", "standard NDAMSv4_A100Family", 96, 8, True),
+        ManagedSku("Standard_ND96asr_v4", "standard NDASv4_A100 Family", 96, 8, True),
+        ManagedSku("Standard_ND40rs_v2", "standardNDSv2Family", 40, 8, True),
+        ManagedSku("Standard_ND96isr_H100_v5", "standardNDv5H100Family", 96, 8, True),
+        ManagedSku("Standard_NV6ads_A10_v5", _A10F, 6, 1 / 6),
+        ManagedSku("Standard_NV12ads_A10_v5", _A10F, 12, 1 / 3),
+        ManagedSku("Standard_NV18ads_A10_v5", _A10F, 18, 1 / 2),
+        ManagedSku("Standard_NV36ads_A10_v5", _A10F, 36, 1),
+        ManagedSku("Standard_NV36adms_A10_v5", _A10F, 36, 1),
+        ManagedSku("Standard_NV72ads_A10_v5", _A10F, 72, 2),
+        # Listed by the doc, retired since (VM_SIZES has the dates): refused as retired.
+        ManagedSku("Standard_NC6s_v2", "standardNCSv2Family", 6, 1),
+        ManagedSku("Standard_NC12s_v2", "standardNCSv2Family", 12, 2),
+        ManagedSku("Standard_NC24s_v2", "standardNCSv2Family", 24, 4),
+        ManagedSku("Standard_NC6s_v3", "standardNCSv3Family", 6, 1),
+        ManagedSku("Standard_NC12s_v3", "standardNCSv3Family", 12, 2),
+        ManagedSku("Standard_NC24s_v3", "standardNCSv3Family", 24, 4),
+    )
+}
+
+# Dedicated cores per family a fresh subscription gets for Azure ML in one region. Unverified: Azure's
+# defaults vary by subscription type and region (a trial showed 6 for standardFSv2Family); these are generous
+# enough for the tests and small enough that a few large deployments run out. A test sets
+# `emulator.v2.quota[family]`.
+MANAGED_QUOTA_DEFAULT_CORES = 48
+MANAGED_QUOTA_DEFAULTS: dict[str, int] = {_T4F: 48, _A100F: 48, _H100F: 80, _A10F: 72}
+# "Azure Machine Learning reserves 20% of your compute resources for performing upgrades on some VM SKUs":
+# ceil(1.2 × instances) × cores must fit ("10 instances of a Standard_DS3_v2 VM (4 cores) … 48 cores").
+UPGRADE_RESERVATION = 1.2
+
+
+def managed_sku(name: str | None) -> ManagedSku | None:
+    """The managed online endpoint SKU of that name (case-insensitive); None if managed endpoints lack it."""
+    return MANAGED_ONLINE_SKUS.get((name or "").lower())
+
+
+def managed_cores_needed(sku: ManagedSku, instance_count: int) -> int:
+    """Cores a deployment of `instance_count` instances takes from its family's quota."""
+    instances = instance_count if sku.skip_reservation else math.ceil(instance_count * UPGRADE_RESERVATION)
+    return instances * sku.cores
+
+
+PACE.update(
+    {
+        "endpoint_create": Step(
+            90, "unverified: a managed online endpoint's identity, role assignments and routes; ~1.5 min."
+        ),
+        "endpoint_update": Step(30, "unverified: a traffic or key change reaches the endpoint's front end."),
+        "endpoint_delete": Step(60, "unverified: deleting an endpoint and its deployments' VMs; ~1 min."),
+        "managed_provision": Step(
+            180, "unverified: allocating the instances and pulling the image of a managed deployment; ~3 min."
+        ),
+        "managed_deployment_timeout": Step(
+            3600,
+            "unverified: how long a managed deployment may take to become ready before the operation fails.",
+        ),
+    }
+)

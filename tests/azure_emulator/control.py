@@ -12,6 +12,7 @@ from typing import Any
 from . import lifecycle
 from .http import Request, Response
 from .state import Compute, ExternalAks, Injection, iso_now
+from .v2 import rollout
 
 
 class ControlAPI:
@@ -150,6 +151,21 @@ class ControlAPI:
         with self._lock:
             lifecycle.cancel(self, self.services[name])
 
+    # --- Azure ML v2 (managed online endpoints) ---------------------------------------------------------
+
+    def cancel_online_deployment(self, endpoint: str, name: str) -> None:
+        """The deployment's create or update is canceled now: its ARM operation and it end Canceled."""
+        with self._lock:
+            rollout.cancel(self, self.v2.deployments[(endpoint, name)])
+
+    def set_managed_quota(self, family: str, cores: int) -> None:
+        """The subscription's dedicated cores for one VM family (e.g. "standardDSv2Family") in this region."""
+        self.v2.quota[family] = cores
+
+    def take_endpoint_name(self, name: str) -> None:
+        """Another workspace in the region holds this endpoint name (names are unique per region)."""
+        self.v2.names_taken_in_region.add(name.lower())
+
     def reset(self) -> None:
         with self._lock:
             self.faults.clear()
@@ -165,6 +181,7 @@ class ControlAPI:
             ):
                 table.clear()
             self.models.clear()
+            self.v2.clear()
             self.requests.clear()
             self.unknown_requests.clear()
 
@@ -184,6 +201,9 @@ class ControlAPI:
             "cancel-cluster": self.cancel_cluster_create,
             "crash-host": self.crash_service_host,
             "cancel-service": self.cancel_service_operation,
+            "cancel-online-deployment": self.cancel_online_deployment,
+            "managed-quota": self.set_managed_quota,
+            "take-endpoint-name": self.take_endpoint_name,
             "reset": self.reset,
         }
         if action == "state" and req.method == "GET":

@@ -29,7 +29,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from . import arm, catalog
+from . import arm, catalog, v2
 from .certs import write_certificates
 from .control import ControlAPI
 from .http import Listener, Request, Response, server_tls_context
@@ -115,6 +115,7 @@ class AzureEmulator(Simulation, ControlAPI):
         self.requests: deque[tuple[str, str, str, int]] = deque(maxlen=50_000)
         self.unknown_requests: list[str] = []
         self.events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=50_000)
+        self.v2 = v2.V2State()  # Azure ML v2: online endpoints, deployments, assets, ARM operations
         self._lock = threading.RLock()
         # The managed-cluster GET is ARM's, not Azure ML's: listed with the compute handlers in arm.py.
         self._routes = routes() + [
@@ -147,7 +148,11 @@ class AzureEmulator(Simulation, ControlAPI):
         # A cloud definition cached by an earlier run would carry that run's ports.
         shutil.rmtree(self.workdir / "azure-config", ignore_errors=True)
         certs = write_certificates(
-            self.workdir / "certs", extra_hosts=(f"*.{self.location}.cloudapp.azure.com",)
+            self.workdir / "certs",
+            extra_hosts=(
+                f"*.{self.location}.cloudapp.azure.com",
+                f"*.{self.location}.inference.ml.azure.com",  # managed online endpoints (v2)
+            ),
         )
         self.ca_cert = certs.ca_cert
         context = server_tls_context(str(certs.server_cert), str(certs.server_key))
@@ -169,6 +174,14 @@ class AzureEmulator(Simulation, ControlAPI):
         for listener in (self._tls, self._plain):
             if listener is not None:
                 listener.stop()
+
+    def tick(self) -> None:
+        super().tick()
+        v2.advance(self)
+
+    def stop_hosts(self, wait: bool = False) -> None:
+        super().stop_hosts(wait)
+        v2.stop_hosts(self, wait)
 
     def __enter__(self) -> AzureEmulator:
         return self.start()
@@ -238,6 +251,35 @@ class AzureEmulator(Simulation, ControlAPI):
             "AZUREML_LOG_DEPRECATION_WARNING_ENABLED": "False",
         }
 
+    def credential_kwargs(self) -> dict[str, Any]:
+        """What azure-identity's `ClientSecretCredential(**…)` needs to sign in here (azure-ai-ml, SDK v2)."""
+        return {
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "authority": self.base_url.removeprefix("https://"),
+            "disable_instance_discovery": True,
+        }
+
+    def mlclient_kwargs(self) -> dict[str, Any]:
+        """What `MLClient(credential, **…)` needs to reach this workspace: azure-ai-ml's own custom-cloud
+        options, no patching. The cloud's ports are the emulator's, so one emulator per process."""
+        return {
+            "subscription_id": self.subscription_id,
+            "resource_group_name": self.resource_group,
+            "workspace_name": self.workspace_name,
+            "cloud": "LynxEmulator",
+            "cloud_metadata": {
+                "azure_portal": "https://portal.azure.com/",
+                "resource_manager": f"{self.base_url}/",
+                "active_directory": f"{self.base_url}/",
+                "aml_resource_id": "https://ml.azure.com/",
+                "storage_endpoint": "core.windows.net",
+                "registry_discovery_endpoint": f"{self.base_url}/",
+            },
+            "enable_telemetry": False,
+        }
+
     def cloud_metadata(self) -> list[dict[str, Any]]:
         # Named "AzureCloud" so the SDK's default cloud (and ServicePrincipalAuthentication's
         # cloud='AzureCloud') resolve to it without any code change.
@@ -280,6 +322,8 @@ class AzureEmulator(Simulation, ControlAPI):
             return "login"
         if req.host.endswith(".blob.core.windows.net"):
             return "blob"
+        if req.host.endswith(".inference.ml.azure.com"):
+            return "inference"  # managed online endpoints' data plane (v2), TLS through the CONNECT proxy
         if (
             req.scheme == "https"
             and req.path.startswith("/api/v1/service/")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import aad, arm, mms
+from . import aad, arm, mms, v2
 from .http import Request, Response
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ _RP = "/rp/workspaces" + _WS
 
 @dataclass(frozen=True)
 class _Route:
-    listener: str  # "tls" | "plain" | "login" | "blob"
+    listener: str  # "tls" | "plain" | "login" | "blob" | "inference"
     method: str
     pattern: re.Pattern[str]
     handler: Handler
@@ -85,7 +85,8 @@ def routes() -> list[_Route]:
         ("plain", "*", r"/api/v1/service/(?P<name>[^/]+)/score", mms.score, False),
         ("plain", "GET", r"/api/v1/service/(?P<name>[^/]+)/swagger\.json", mms.swagger, False),
     ]
+    # Azure ML v2 first: its blob handler answers what the SDK v2 asks of storage and hands the rest to v1's.
     return [
         _Route(lst, method, re.compile(pattern + r"/?\Z", re.IGNORECASE), handler, auth)
-        for lst, method, pattern, handler, auth in table
+        for lst, method, pattern, handler, auth in [*v2.ROUTES, *table]
     ]
