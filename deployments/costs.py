@@ -6,10 +6,13 @@ A cluster costs `node_count × price_per_hour` of its VM size for every hour it 
 history (`VmPriceChange`), and an admin's edit applies from the moment it is saved, so the hours run
 before keep their price. The price a size is first given (seeded, or added by an admin) covers its
 past too. The local target is priced by the `local` row: free unless an admin sets a price.
+A target that bills each deployment instead (`TargetTraits.billed_per_service`) prices every deployment
+the same way, with its replicas as the nodes; its cluster costs the sum of its deployments' costs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -70,6 +73,23 @@ class Priced:
     hours: Decimal
     so_far: Decimal | None
     per_hour_now: Decimal | None
+
+
+def priced_sum(parts: Iterable[Priced]) -> Priced:
+    """What several things cost together (a cluster billed by its deployments): rates and costs add up,
+    None when any part's is None; the hours are the longest part's. Nothing costs zero."""
+    parts = list(parts)  # read more than once
+
+    def total(values: list[Decimal | None]) -> Decimal | None:
+        known = [value for value in values if value is not None]
+        return sum(known, Decimal(0)) if len(known) == len(values) else None
+
+    return Priced(
+        rate=total([p.rate for p in parts]),
+        hours=max((p.hours for p in parts), default=Decimal(0)),
+        so_far=total([p.so_far for p in parts]),
+        per_hour_now=total([p.per_hour_now for p in parts]),
+    )
 
 
 def price_key(*, priced_by_size: bool, vm_size: str) -> str:

@@ -251,7 +251,8 @@ class ServiceConfigForm(IdempotentForm):
             if cluster is not None and not target_traits(cluster.backend).autoscale:
                 self.add_error(
                     "autoscale_enabled",
-                    "The local target runs a fixed number of replicas: switch autoscale off.",
+                    f"{target_traits(cluster.backend).label} runs a fixed number of replicas here: "
+                    "switch autoscale off.",
                 )
         return data
 
@@ -307,8 +308,29 @@ class DeploymentUpdateForm(ServiceConfigForm):
 
     config_fields = CONFIG_FIELDS
 
+    canary_percent = forms.IntegerField(
+        required=False,
+        initial=100,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        label="Traffic to the new revision at first (%)",
+        help_text=(
+            "100: all traffic moves once the new revision is ready, and the old one is removed. Below 100: "
+            "the new revision serves that share beside the current one (a canary) until you complete or "
+            "roll it back from the deployment's page."
+        ),
+    )
+
     def _cluster(self) -> Cluster | None:
         return self.deployment.cluster
+
+    def clean_canary_percent(self) -> int:
+        percent = self.cleaned_data.get("canary_percent") or 100
+        if percent != 100 and not target_traits(self.deployment.cluster.backend).traffic_split:
+            raise forms.ValidationError(
+                f"{self.deployment.cluster.get_backend_display()} replaces replicas in place: "
+                "it has no canary."
+            )
+        return percent
 
 
 class ModelUploadForm(forms.Form):

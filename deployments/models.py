@@ -222,6 +222,7 @@ class OperationKind(models.TextChoices):
     SERVICE_LOGS = "service_logs", "Fetch logs"
     WORKSPACE_TEST = "workspace_test", "Test workspace connection"
     CLUSTER_TLS = "cluster_tls", "Enable or renew TLS"
+    SERVICE_TRAFFIC = "service_traffic", "Shift traffic"
 
 
 class Operation(models.Model):

@@ -12,7 +12,15 @@ from django.utils import timezone
 
 from accounts.roles import ROLES
 from deployments.backends import target_traits
-from deployments.costs import Priced, PriceSchedule, cluster_price, daily_costs, last_days, price_key
+from deployments.costs import (
+    Priced,
+    PriceSchedule,
+    cluster_price,
+    daily_costs,
+    last_days,
+    price_key,
+    priced_sum,
+)
 from deployments.models import AuditEvent, Cluster, Deployment, Operation, VmPrice, VmPriceChange
 from deployments.states import ProvisioningState, ServiceState
 
@@ -125,13 +133,27 @@ class CostSummary:
     unpriced_sizes: list[str] = field(default_factory=list)
 
 
-def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary:
-    """Cost so far and per hour for every live cluster, totals per owner and per team, and cost per
-    day over the last `days` days (deleted clusters included). Three queries, whatever the history."""
-    now = now or timezone.now()
-    window = last_days(now, days)
-    since = datetime(window[0].year, window[0].month, window[0].day, tzinfo=UTC)
-    rows = list(
+@dataclass(frozen=True)
+class _Billed:
+    """One thing billed on its own: a cluster, or a deployment on a target that bills each deployment
+    (then priced by its cluster's size, with its replicas as the nodes)."""
+
+    cluster_id: int
+    per_service: bool
+    backend: str
+    vm_size: str
+    node_count: int
+    created_at: datetime
+    deleted_at: datetime | None
+    owner_id: int | None
+    owner_name: str | None
+
+
+def _billed(*, now: datetime, since: datetime) -> tuple[list[_Billed], set[int]]:
+    """What bills, alive or deleted since `since`: the clusters of targets that bill clusters, and the
+    deployments on clusters of targets that bill each deployment; and the ids of those live clusters
+    (two queries; one when no cluster's target bills per deployment)."""
+    clusters = list(
         Cluster.objects.filter(created_at__lte=now)
         .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gte=since))
         .values(
@@ -145,43 +167,100 @@ def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary
             "owner__username",
         )
     )
+    per_service = {row["id"]: row for row in clusters if target_traits(row["backend"]).billed_per_service}
+    # Django makes no query for an empty id list.
+    services = (
+        Deployment.objects.filter(cluster_id__in=list(per_service), created_at__lte=now)
+        .filter(Q(deleted_at__isnull=True) | Q(deleted_at__gte=since))
+        .values_list("cluster_id", "replicas", "created_at", "deleted_at", "owner_id", "owner__username")
+    )
+    billed = [
+        _Billed(
+            cluster_id=row["id"],
+            per_service=False,
+            backend=row["backend"],
+            vm_size=row["vm_size"],
+            node_count=row["node_count"],
+            created_at=row["created_at"],
+            deleted_at=row["deleted_at"],
+            owner_id=row["owner_id"],
+            owner_name=row["owner__username"],
+        )
+        for row in clusters
+        if row["id"] not in per_service
+    ]
+    billed += [
+        _Billed(
+            cluster_id=cluster_id,
+            per_service=True,
+            backend=per_service[cluster_id]["backend"],
+            vm_size=per_service[cluster_id]["vm_size"],
+            node_count=replicas,
+            created_at=created_at,
+            deleted_at=deleted_at,
+            owner_id=owner_id,
+            owner_name=owner_name,
+        )
+        for cluster_id, replicas, created_at, deleted_at, owner_id, owner_name in services
+    ]
+    return billed, {cluster_id for cluster_id, row in per_service.items() if row["deleted_at"] is None}
+
+
+def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary:
+    """Cost so far and per hour for every live cluster, totals per owner and per team, and cost per
+    day over the last `days` days (deleted clusters included). Four queries at most, whatever the history.
+
+    A target that bills each deployment (`billed_per_service`) is billed by its deployments, not its
+    clusters: a deployment costs its cluster's VM size × its replicas for the hours it exists (to its
+    owner and their teams), and counts as one running thing; such a cluster costs nothing by itself, and
+    a live one shows the sum of its live deployments' costs (zero with none). Simplification: a
+    deployment's replicas are its current value for all its hours, so an update that changed the instance
+    count re-prices the past."""
+    now = now or timezone.now()
+    window = last_days(now, days)
+    since = datetime(window[0].year, window[0].month, window[0].day, tzinfo=UTC)
+    billed, per_service_alive = _billed(now=now, since=since)
     prices = vm_price_schedules()
-    teams = teams_of({row["owner_id"] for row in rows if row["owner_id"]})
+    teams = teams_of({item.owner_id for item in billed if item.owner_id})
     summary = CostSummary()
     owners: dict[str, CostTotal] = {}
     by_team: dict[str, CostTotal] = {}
     per_day = {day: Decimal(0) for day in window}
     unpriced: set[str] = set()
-    for row in rows:
-        by_size = target_traits(row["backend"]).priced_by_size
-        schedule = prices.get(
-            price_key(priced_by_size=by_size, vm_size=row["vm_size"])
-        ) or PriceSchedule.flat(None if by_size else Decimal(0))
+    services_alive: dict[int, list[Priced]] = {cluster_id: [] for cluster_id in per_service_alive}
+    for item in billed:
+        by_size = item.per_service or target_traits(item.backend).priced_by_size
+        schedule = prices.get(price_key(priced_by_size=by_size, vm_size=item.vm_size)) or PriceSchedule.flat(
+            None if by_size else Decimal(0)
+        )
         priced = cluster_price(
-            created_at=row["created_at"],
-            deleted_at=row["deleted_at"],
-            node_count=row["node_count"],
+            created_at=item.created_at,
+            deleted_at=item.deleted_at,
+            node_count=item.node_count,
             price_per_hour=schedule,
             now=now,
         )
-        alive = row["deleted_at"] is None
-        if alive:
-            summary.by_cluster[row["id"]] = priced
+        alive = item.deleted_at is None
+        if alive and item.per_service:
+            services_alive.setdefault(item.cluster_id, []).append(priced)
+        elif alive:
+            summary.by_cluster[item.cluster_id] = priced
         recent = daily_costs(
-            created_at=row["created_at"],
-            deleted_at=row["deleted_at"],
+            created_at=item.created_at,
+            deleted_at=item.deleted_at,
             rate=schedule,
             days=window,
             now=now,
-            node_count=row["node_count"],
+            node_count=item.node_count,
         )
         for day, amount in recent.items():
             per_day[day] += amount
         if priced.so_far is None:
-            unpriced.add(row["vm_size"] or "(none)")
-        owner = row["owner__username"] or NO_OWNER
+            unpriced.add(item.vm_size or "(none)")
+        owner = item.owner_name or NO_OWNER
         groups = [owners.setdefault(owner, CostTotal(owner)), summary.total]
-        groups += [by_team.setdefault(t, CostTotal(t)) for t in teams.get(row["owner_id"], [NO_TEAM])]
+        owner_teams = teams.get(item.owner_id, [NO_TEAM]) if item.owner_id else [NO_TEAM]
+        groups += [by_team.setdefault(t, CostTotal(t)) for t in owner_teams]
         for total in groups:
             total.last_30_days += sum(recent.values(), Decimal(0))
             if not alive:
@@ -192,6 +271,8 @@ def costs_summary(*, now: datetime | None = None, days: int = 30) -> CostSummary
             else:
                 total.per_hour += priced.per_hour_now or 0
                 total.so_far += priced.so_far
+    for cluster_id in per_service_alive:
+        summary.by_cluster[cluster_id] = priced_sum(services_alive[cluster_id])
     summary.owners = sorted(owners.values(), key=lambda t: (-t.so_far, t.name))
     summary.teams = sorted(by_team.values(), key=lambda t: (t.name == NO_TEAM, -t.so_far, t.name))
     summary.per_day = list(per_day.items())

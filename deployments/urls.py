@@ -16,6 +16,9 @@ urlpatterns = [
         deployment_pages.deployment_rollback_view,
         name="deployment_rollback",
     ),
+    path(
+        "deployments/<int:pk>/traffic/", deployment_pages.deployment_traffic_view, name="deployment_traffic"
+    ),
     path("deployments/<int:pk>/delete/", deployment_pages.deployment_delete_view, name="deployment_delete"),
     path("deployments/<int:pk>/keys/reveal/", keys.key_reveal, name="deployment_key_reveal"),
     path("deployments/<int:pk>/keys/regenerate/", keys.key_regenerate, name="deployment_key_regenerate"),

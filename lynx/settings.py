@@ -134,9 +134,13 @@ INSTALLED_APPS = [
 # has any). Adding a target is its package and one line here.
 LYNX_TARGETS = {
     "local": "targets.local",
+    # Azure ML: managed online endpoints (SDK v2) first, the default for a new Azure deployment; AKS web
+    # services (SDK v1) for the clusters teams already run.
+    "azureml_managed": "targets.azureml.managed",
     "azureml": "targets.azureml",
 }
-INSTALLED_APPS += list(LYNX_TARGETS.values())
+# Each target's Django app is its top package (targets.azureml holds both Azure targets).
+INSTALLED_APPS += list(dict.fromkeys(".".join(p.split(".")[:2]) for p in LYNX_TARGETS.values()))
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

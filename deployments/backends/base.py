@@ -82,6 +82,11 @@ class ServiceSpec:
     secondary_key: str = ""
     max_batch_size: int = 32
     max_batch_wait_ms: int = 5
+    revision: int = (
+        1  # Lynx's revision of the deployment (a traffic_split target names its deployments by it)
+    )
+    # traffic_split targets: the share of traffic an update gives the new revision at once (100: all of it).
+    canary_percent: int = 100
     port: int = 0  # local target: the front port reserved for the deployment (0: none reserved, legacy)
     token_auth_enabled: bool = False  # Azure: clients send a short-lived token instead of a key
 
@@ -127,6 +132,14 @@ class ServiceObservation:
     # update ends with that operation's result, not with the service state alone (a failed update can leave
     # the previous revision Healthy).
     operation_state: str = ""
+    # traffic_split targets: the share of traffic each revision gets, keyed by Lynx's revision number (a str,
+    # as JSON keeps it); a deployment on the target that is no revision of Lynx's keeps its own name.
+    traffic: dict[str, int] = field(default_factory=dict)
+
+
+# operation_state of a staged target operation whose current stage is done: the step calls
+# `StagedBackend.advance_service`, which submits the next stage and returns its reference.
+STAGE_DONE = "StageSucceeded"
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,17 @@ class TargetTraits:
     # A new service Lynx gives up on (still not Healthy at deploy_timeout_s) may still run and bill on the
     # target: the step deletes it, as removes_failed_clusters does for clusters.
     removes_abandoned_services: bool = False
+    # False: a cluster is only Lynx's record of where deployments go (Azure ML managed online endpoints: an
+    # instance type in a workspace); provisioning checks it with the target, deleting removes nothing there.
+    cluster_resource: bool = True
+    # True: the target bills each deployment, not the cluster: the cluster's VM size × the deployment's
+    # replicas (whole VMs, "instances") for the hours the deployment exists; the cluster row costs nothing.
+    billed_per_service: bool = False
+    # True: a replica is a whole VM of the cluster's size, so CPU and memory are not asked for.
+    whole_vm_replicas: bool = False
+    # True: an update deploys the new revision beside the live one and then shifts traffic to it, all at once
+    # or as a canary share the owner completes or rolls back (Azure ML v2's blue/green deployments).
+    traffic_split: bool = False
 
 
 class Backend(Protocol):
@@ -188,4 +212,23 @@ class Backend(Protocol):
     def service_access_token(self, spec: ServiceSpec) -> tuple[str, datetime | None]:
         """A short-lived token for a token-auth service, and when to ask for a new one (Azure's
         `token_auth_enabled`); a target without token auth raises BackendError."""
+        ...
+
+
+class StagedBackend(Backend, Protocol):
+    """A target whose deploys and updates take several submissions, each after the last one ended (Azure ML
+    v2: the endpoint, then the deployment, then its traffic, then removing the revision traffic left). Its
+    `observe_service` answers STAGE_DONE when the stage named by `operation_ref` ended well; the step then
+    calls `advance_service`, which submits the next stage and returns its reference. No call waits."""
+
+    def advance_service(self, spec: ServiceSpec, operation_ref: str) -> str: ...
+
+    def shift_traffic(self, spec: ServiceSpec, percent: int) -> str:
+        """Give the revision `spec.revision` `percent` of the traffic and the revision serving beside it the
+        rest; at 100 or 0 the one left without traffic is removed in a later stage. Returns the reference."""
+        ...
+
+    def discard_revision(self, spec: ServiceSpec) -> None:
+        """Start deleting the revision `spec.revision` when it failed and serves no traffic, so it does not
+        bill; returns at once."""
         ...

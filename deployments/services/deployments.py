@@ -262,6 +262,7 @@ def deployment_update(
     idempotency_key: str | None = None,
     action: str = "deployment.update",
     message: str = "",
+    canary_percent: int = 100,
     **config,
 ) -> Operation:
     """Roll a deployment to a new configuration as one SERVICE_UPDATE operation.
@@ -281,6 +282,18 @@ def deployment_update(
             f"{deployment.name} is {deployment.state}: "
             "only a Healthy, Unhealthy or Failed deployment can be updated."
         )
+    if canary_percent != 100:
+        if not target_traits(deployment.cluster.backend).traffic_split:
+            raise Refused(
+                f"{deployment.cluster.get_backend_display()} replaces a deployment's replicas in place: "
+                "a canary share needs a target that splits traffic (Azure ML managed endpoints)."
+            )
+        if not 1 <= canary_percent <= 99:
+            raise Refused("A canary gets 1 to 99 % of the traffic (100: all of it at once).")
+        if deployment.state != ServiceState.HEALTHY:
+            raise Refused(
+                f"{deployment.name} is {deployment.state}: a canary needs a Healthy revision beside it."
+            )
     model = model or deployment.model
     entry_script = deployment.entry_script if entry_script is None else entry_script
     environment_yaml = deployment.environment_yaml if environment_yaml is None else environment_yaml
@@ -310,7 +323,12 @@ def deployment_update(
                 deployment=deployment,
                 cluster=deployment.cluster,
                 idempotency_key=idempotency_key,
-                params={"revision": number, "previous_revision": before["revision"], "changed": changed},
+                params={
+                    "revision": number,
+                    "previous_revision": before["revision"],
+                    "changed": changed,
+                    **({"canary_percent": canary_percent} if canary_percent != 100 else {}),
+                },
             )
             if not retry:
                 Deployment.objects.filter(pk=deployment.pk).update(
@@ -328,12 +346,15 @@ def deployment_update(
                 resource=deployment,
                 before=before,
                 after={**deployment_config(deployment), "revision": number},
-                message=message
-                or (
-                    f"retry of revision {number} as it is"
-                    if retry
-                    else f"revision {number}: {', '.join(changed)} changed"
-                ),
+                message=(
+                    message
+                    or (
+                        f"retry of revision {number} as it is"
+                        if retry
+                        else f"revision {number}: {', '.join(changed)} changed"
+                    )
+                )
+                + (f"; canary: {canary_percent} % of the traffic at first" if canary_percent != 100 else ""),
             )
             deployment_transition(
                 deployment=deployment,
@@ -454,3 +475,65 @@ def deployment_logs(deployment: Deployment, lines: int = 100) -> dict[str, str] 
         # In the compose stack the replicas' state belongs to the worker container's root user, which the
         # web container's user cannot read: say so on the page instead of failing it.
         return {"lynx": f"The replica logs cannot be read from this web process ({exc.strerror or exc})."}
+
+
+# --- traffic (targets that split it between revisions: Azure ML managed endpoints) --------------------------
+
+
+def canary_of(deployment: Deployment) -> tuple[int, int] | None:
+    """(share of the deployment's revision, the revision serving the rest) while a canary runs; else None."""
+    traffic = {str(k): int(v) for k, v in (deployment.stats.get("traffic") or {}).items()}
+    mine = traffic.get(str(deployment.revision))
+    if mine is None or not 0 < mine < 100:
+        return None
+    others = [(share, rev) for rev, share in traffic.items() if rev != str(deployment.revision) and share]
+    if not others or not max(others)[1].isdigit():
+        return None
+    return mine, int(max(others)[1])
+
+
+def deployment_traffic(
+    *, user: User, deployment: Deployment, complete: bool, idempotency_key: str | None = None
+) -> Operation:
+    """End a canary: give the deployment's revision all the traffic (complete), or give it all back to the
+    revision before (roll back, which makes that revision the deployment's configuration again). The
+    revision left without traffic is then removed, so it stops billing."""
+    if existing := operation_by_idempotency_key(idempotency_key):
+        return existing
+    deployment.refresh_from_db()
+    if not target_traits(deployment.cluster.backend).traffic_split:
+        raise Refused(f"{deployment.cluster.get_backend_display()} does not split traffic between revisions.")
+    canary = canary_of(deployment)
+    if canary is None or deployment.state != ServiceState.HEALTHY:
+        raise Refused(f"{deployment.name} has no canary to complete or roll back.")
+    share, previous = canary
+    percent = 100 if complete else 0
+    what = (
+        f"canary completed: revision {deployment.revision} gets all the traffic (was {share} %)"
+        if complete
+        else f"canary rolled back: revision {previous} gets all the traffic again; "
+        f"revision {deployment.revision} is removed"
+    )
+    try:
+        with transaction.atomic():
+            operation = operation_start(
+                kind=OperationKind.SERVICE_TRAFFIC,
+                user=user,
+                deployment=deployment,
+                cluster=deployment.cluster,
+                idempotency_key=idempotency_key,
+                params={"percent": percent, "revision": deployment.revision, "previous_revision": previous},
+            )
+            audit_record(
+                actor=user,
+                action="deployment.traffic",
+                resource=deployment,
+                before={"traffic": deployment.stats.get("traffic") or {}},
+                after={"percent": percent, "revision": deployment.revision},
+                message=what,
+            )
+    except IntegrityError as exc:
+        if existing := operation_by_idempotency_key(idempotency_key):
+            return existing
+        raise Refused(f"{deployment.name} is being changed by someone else; try again.") from exc
+    return operation

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import AuthedRequest, deployer_required
 from deployments import selectors
+from deployments.backends import target_traits
 from deployments.crypto import decrypt, mask
 from deployments.environments import check_environment, runtime_version
 from deployments.forms import (
@@ -27,8 +28,10 @@ from deployments.models import Deployment, Operation
 from deployments.services import Refused, deployment_create, deployment_delete
 from deployments.services.deployments import (
     UPDATABLE_STATES,
+    canary_of,
     deployment_logs,
     deployment_rollback,
+    deployment_traffic,
     deployment_update,
 )
 
@@ -100,6 +103,7 @@ def deployment_new(request: AuthedRequest) -> HttpResponse:
 def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _deployment(pk)
     environment = check_environment(deployment.environment_yaml)
+    traffic = {str(k): int(v) for k, v in (deployment.stats.get("traffic") or {}).items()}
     return render(
         request,
         "deployments/deployment_detail.html",
@@ -118,6 +122,12 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "updatable": deployment.state in UPDATABLE_STATES,
             "delete_form": ConfirmForm(),
             "rollback_form": ConfirmForm(),
+            "traits": target_traits(deployment.cluster.backend),
+            "traffic": sorted(
+                ((int(rev) if rev.isdigit() else rev, share) for rev, share in traffic.items()), key=str
+            ),
+            "canary": canary_of(deployment),
+            "traffic_form": ConfirmForm(),
         },
     )
 
@@ -157,6 +167,7 @@ def deployment_update_view(request: AuthedRequest, pk: int) -> HttpResponse:
             entry_script=data["entry_script"],
             environment_yaml=data["environment_yaml"],
             idempotency_key=data["idempotency_key"],
+            canary_percent=data.get("canary_percent") or 100,
             **form.config(),
         ),
     )
@@ -169,6 +180,7 @@ def deployment_update_view(request: AuthedRequest, pk: int) -> HttpResponse:
             "deployment": deployment,
             "form": form,
             "checked": checked,
+            "traits": target_traits(deployment.cluster.backend),
             "updatable": deployment.state in UPDATABLE_STATES,
             "tensorflow_version": runtime_version("tensorflow"),
         },
@@ -194,6 +206,29 @@ def deployment_rollback_view(request: AuthedRequest, pk: int) -> HttpResponse:
     except Refused as exc:
         messages.error(request, str(exc))
         return redirect(deployment_history_url(deployment))
+    return redirect("operation_detail", pk=operation.pk)
+
+
+@require_POST
+@deployer_required
+def deployment_traffic_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    """Complete a canary (all traffic to the new revision) or roll it back (all to the one before)."""
+    deployment = _deployment(pk)
+    form = ConfirmForm(request.POST)
+    action = request.POST.get("action")
+    if not form.is_valid() or action not in ("complete", "rollback"):
+        messages.error(request, "The traffic form was incomplete; nothing was changed.")
+        return redirect("deployment_detail", pk=deployment.pk)
+    try:
+        operation = deployment_traffic(
+            user=request.user,
+            deployment=deployment,
+            complete=action == "complete",
+            idempotency_key=form.cleaned_data["idempotency_key"],
+        )
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect("deployment_detail", pk=deployment.pk)
     return redirect("operation_detail", pk=operation.pk)
 
 

@@ -7,7 +7,7 @@ from deployments.backends.base import Backend, ClusterSpec, TargetTraits
 from .v1 import AzureMLBackend
 
 TRAITS = TargetTraits(
-    label="Azure ML (AKS)",
+    label="Azure ML v1 (AKS)",
     poll_factor=5,
     makes_keys=True,
     reserves_port=False,

@@ -117,14 +117,17 @@ def _price(size: VmSize, prices: dict) -> Decimal | float | None:
     return size.price_eastus_per_hour
 
 
-def vm_size_choices(today: dt.date | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Sizes that can still be created, GPU sizes first and marked, priced from the price table."""
+def vm_size_choices(
+    today: dt.date | None = None, per: str = "node"
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Sizes that can still be created, GPU sizes first and marked, priced from the price table (per node of
+    a cluster, or per instance of a managed deployment)."""
     today = today or dt.date.today()
     prices = selectors.vm_price_map()
 
     def label(size: VmSize) -> str:
         price = _price(size, prices)
-        cost = f"${price:.3f}/h per node" if price is not None else "no price in the table"
+        cost = f"${price:.3f}/h per {per}" if price is not None else "no price in the table"
         gpu = f"GPU {size.gpu_label}" if size.is_gpu else "no GPU"
         retiring = (
             f" · capacity limited, retiring {size.retirement_planned_on:%d %b %Y}"
@@ -375,6 +378,62 @@ class AzureClusterForm(TlsFieldsMixin, ClusterBaseForm):
             self.warnings.append(notice)
         self.warnings.append(CREATE_WARNING)
         return data
+
+
+MANAGED_REASON = (
+    "Recommended for a new deployment: Azure ML v2 managed online endpoints. There is no cluster to create, "
+    "upgrade, load-balance or give a certificate: each deployment gets its own endpoint (HTTPS, key auth) on "
+    "whole VMs of the instance type chosen here, billed per instance and hour while the deployment exists."
+)
+
+
+class ManagedComputeForm(ClusterBaseForm):
+    """An instance type in a workspace for managed online endpoints: what Lynx calls a cluster there."""
+
+    field_order = ["workspace", "name", "vm_size", "location"]  # then the teardown fields
+
+    workspace = forms.ModelChoiceField(queryset=Workspace.objects.order_by("name"), empty_label=None)
+    name = forms.CharField(
+        max_length=24,
+        validators=[cluster_name_rule],
+        help_text="Lynx's name for this instance type (nothing of this name is created on Azure).",
+    )
+    vm_size = forms.CharField(max_length=64, label="Instance type", widget=forms.Select())
+    location = forms.CharField(
+        max_length=32, required=False, validators=[location_rule], help_text="Empty: the workspace's region."
+    )
+
+    def __init__(self, *args, today: dt.date | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields[
+            "expires_in_hours"
+        ].help_text += " When it expires, its deployments are deleted (their endpoints stop billing)."
+        self.today = today or dt.date.today()
+        self.warnings: list[str] = []
+        choices = vm_size_choices(self.today, per="instance")
+        self.fields["vm_size"].widget.choices = [("", "— choose an instance type —"), *choices]
+        if not self.is_bound:
+            first_gpu = gpu_sizes(self.today)
+            self.initial.setdefault("vm_size", first_gpu[0].vm_size if first_gpu else "")
+            workspaces = self.fields["workspace"]
+            assert isinstance(workspaces, forms.ModelChoiceField) and workspaces.queryset is not None
+            self.initial.setdefault("workspace", workspaces.queryset.first())
+
+    clean_workspace = AzureClusterForm.clean_workspace
+
+    def clean_vm_size(self) -> str:
+        vm_size = self.cleaned_data["vm_size"].strip()
+        info = vm_size_info(vm_size)
+        if info is None:
+            raise forms.ValidationError(f"Lynx does not know the instance type {vm_size}: choose one listed.")
+        if info.is_retired(self.today):
+            raise forms.ValidationError(
+                f"{info.vm_size} is retired: Azure no longer deploys it. "
+                f"Choose {info.replacement or 'a current size'}."
+            )
+        if notice := retirement_notice(info.vm_size, self.today):
+            self.warnings.append(notice)
+        return info.vm_size
 
 
 class AzureKeyForm(forms.Form):

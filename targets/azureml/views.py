@@ -15,18 +15,21 @@ from deployments import selectors
 from deployments.crypto import decrypt, mask
 from deployments.forms import ConfirmForm
 from deployments.models import Cluster, Deployment, Workspace
-from deployments.services import Refused
+from deployments.services import Refused, cluster_create
 from deployments.services.deployments import deployment_key_regenerate
 from targets.azureml import KIND as AZUREML
+from targets.azureml import MANAGED_KIND
 from targets.azureml import selectors as azure_selectors
 from targets.azureml.forms import (
     ATTACH_REASON,
     CREATE_WARNING,
+    MANAGED_REASON,
     TLS_RENEWAL_NOTE,
     AzureClusterForm,
     AzureKeyForm,
     AzureLogsForm,
     AzureTlsForm,
+    ManagedComputeForm,
     WorkspaceForm,
     WorkspaceSecretForm,
 )
@@ -170,6 +173,41 @@ def azure_cluster_new(request: AuthedRequest) -> HttpResponse:
             "attach_reason": ATTACH_REASON,
             "create_warning": CREATE_WARNING,
         },
+        status=400 if form.errors else 200,
+    )
+
+
+@deployer_required
+def azure_managed_new(request: AuthedRequest) -> HttpResponse:
+    """An instance type for managed online endpoints (Azure ML v2): checked with Azure, nothing created."""
+    initial = {"workspace": request.GET["workspace"]} if request.GET.get("workspace", "").isdigit() else None
+    form = ManagedComputeForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            operation = cluster_create(
+                user=request.user,
+                name=data["name"],
+                backend=MANAGED_KIND,
+                workspace=data["workspace"],
+                vm_size=data["vm_size"],
+                node_count=1,
+                location=data["location"] or data["workspace"].location,
+                expires_at=form.expires_at(),
+                idle_teardown_hours=data.get("idle_teardown_hours"),
+                auto_teardown=data["auto_teardown"],
+                idempotency_key=data["idempotency_key"],
+            )
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            for warning in form.warnings:
+                messages.warning(request, warning)
+            return redirect("operation_detail", pk=operation.pk)
+    return render(
+        request,
+        "azure/managed_form.html",
+        {"form": form, "has_workspaces": Workspace.objects.exists(), "managed_reason": MANAGED_REASON},
         status=400 if form.errors else 200,
     )
 

@@ -160,6 +160,8 @@ HANDLERS: dict[str, Callable[[Operation], float | None]] = {
     OperationKind.SERVICE_DELETE: service_delete_step,
     OperationKind.SERVICE_KEY_REGENERATE: service_key_regenerate_step,
     OperationKind.SERVICE_LOGS: service_logs_step,
+    # A traffic shift leaves the deployment as it was when it fails (its revisions keep serving): no handler.
+    OperationKind.SERVICE_TRAFFIC: service_deploy_step,
 }
 
 

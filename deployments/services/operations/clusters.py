@@ -94,6 +94,12 @@ def cluster_delete_step(operation: Operation) -> StepResult:
         else:
             operation_log(operation, f"Deleting {cluster.name}")
         backend.delete_cluster(spec)
+        if not target_traits(cluster.backend).cluster_resource:
+            # Only Lynx's record: nothing on the target to wait for.
+            with transaction.atomic():
+                cluster_transition(cluster=cluster, to=ProvisioningState.DELETED, message="deleted")
+                succeed(operation, f"Deleted {cluster.name} (nothing ran on it on the target)")
+            return None
         set_phase(operation, "wait", 20)
         return poll()
     observed = backend.observe_cluster(spec)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any, cast
+
 from django.db import transaction
 
 from deployments.backends import target_traits
-from deployments.backends.base import Backend, BackendError, ServiceObservation, ServiceSpec
+from deployments.backends.base import (
+    STAGE_DONE,
+    Backend,
+    BackendError,
+    ServiceObservation,
+    ServiceSpec,
+    StagedBackend,
+)
 from deployments.crypto import encrypt
 from deployments.models import Deployment, Operation, OperationKind, OperationLine
 from deployments.states import TARGET_OPERATION_FAILED, TARGET_OPERATION_RUNNING, ServiceState
@@ -40,7 +50,10 @@ def service_deploy_step(operation: Operation) -> StepResult:
     returned one) until it is Healthy, fails, or Lynx's limit for the target runs out."""
     deployment = operation_deployment(operation)
     backend = backend_for(deployment.cluster)
-    spec = service_spec(deployment)
+    # A traffic_split target's update gives the new revision this share of the traffic (a canary) at first.
+    spec = replace(service_spec(deployment), canary_percent=int(operation.params.get("canary_percent", 100)))
+    if operation.kind == OperationKind.SERVICE_TRAFFIC:
+        return service_traffic_step(operation, deployment, backend, spec)
     if operation.phase == "submit":
         operation_log(
             operation,
@@ -71,7 +84,11 @@ def service_deploy_step(operation: Operation) -> StepResult:
             # The new replicas never became ready; the previous configuration keeps serving.
             return fail(operation, observed.error + PREVIOUS_STILL_SERVING)
     if observed.operation_state in TARGET_OPERATION_FAILED:
+        if traits.traffic_split:
+            _discard_failed_revision(operation, backend, spec)
         return fail(operation, _target_operation_error(operation, observed))
+    if observed.operation_state == STAGE_DONE:
+        return _advance(operation, backend, spec)
     # While the target's operation runs, the service's state is not its result (an update's old revision is
     # Healthy until the new one replaces it): wait for the operation to end.
     running = observed.operation_state in TARGET_OPERATION_RUNNING
@@ -88,6 +105,85 @@ def service_deploy_step(operation: Operation) -> StepResult:
         return _give_up(operation, backend, spec, observed, limit)
     set_phase(operation, "wait", max(operation.progress, 15 + int(75 * ready / max(total, 1))))
     return poll() * traits.poll_factor
+
+
+def _advance(operation: Operation, backend: Backend, spec: ServiceSpec) -> StepResult:
+    """A stage of a staged target's operation ended well: submit the next one (StagedBackend)."""
+    ref = cast(StagedBackend, backend).advance_service(spec, operation.params["operation_ref"])
+    params_set(operation, operation_ref=ref)
+    set_phase(operation, "wait", creep(operation))
+    return poll()
+
+
+def _discard_failed_revision(operation: Operation, backend: Backend, spec: ServiceSpec) -> None:
+    """A revision that failed on a traffic_split target holds (and bills) its instances: remove it; the one
+    serving before keeps its traffic."""
+    try:
+        cast(StagedBackend, backend).discard_revision(spec)
+    except BackendError as exc:
+        operation_log(operation, f"Could not remove the failed revision {spec.revision}: {exc.message}")
+    else:
+        operation_log(operation, f"Removing the failed revision {spec.revision}, so that it does not bill")
+
+
+def service_traffic_step(
+    operation: Operation, deployment: Deployment, backend: Backend, spec: ServiceSpec
+) -> StepResult:
+    """Complete a canary (all traffic to the deployment's revision) or roll it back (all traffic back to the
+    revision before it); the revision left without traffic is then removed. The deployment serves throughout,
+    so its state does not change; a rollback makes the previous revision the deployment's configuration."""
+    staged = cast(StagedBackend, backend)
+    percent = int(operation.params["percent"])
+    traits = target_traits(deployment.cluster.backend)
+    if operation.phase == "submit":
+        operation_log(
+            operation,
+            f"Giving revision {deployment.revision} of {deployment.name} {percent} % of the traffic"
+            + (
+                f" (revision {operation.params.get('previous_revision')} gets the rest)"
+                if percent < 100
+                else ""
+            ),
+        )
+        params_set(operation, operation_ref=staged.shift_traffic(spec, percent))
+        set_phase(operation, "wait", 20)
+        return poll()
+    observed = backend.observe_service(spec, operation_ref=operation.params.get("operation_ref"))
+    _log_progress(operation, observed)
+    if observed.operation_state in TARGET_OPERATION_FAILED:
+        return fail(operation, observed.error or "the traffic shift failed")
+    if observed.operation_state == STAGE_DONE:
+        return _advance(operation, backend, spec)
+    if observed.operation_state == "Succeeded":
+        split = ", ".join(f"{name} {share} %" for name, share in sorted(observed.traffic.items()))
+        with transaction.atomic():
+            stats = {**deployment.stats, "traffic": observed.traffic}
+            Deployment.objects.filter(pk=deployment.pk).update(stats=stats)
+            if percent == 0 and (previous := operation.params.get("previous_revision")):
+                revision_restore(deployment, int(previous))
+            succeed(operation, f"Succeeded: traffic is now {split}")
+        return None
+    limit = timeout_s(traits.deploy_timeout_s)
+    if overdue(operation, limit):
+        return fail(operation, f"the traffic shift did not finish within {duration(limit)}")
+    set_phase(operation, "wait", creep(operation))
+    return poll() * traits.poll_factor
+
+
+def revision_restore(deployment: Deployment, number: int) -> None:
+    """Make an earlier revision the deployment's configuration again, as it is what serves (a canary rolled
+    back). Its revision record stays; the rolled-back one stays in the history too."""
+    revision = deployment.revisions.filter(number=number).first()
+    if revision is None:
+        return
+    settings = {name: value for name, value in revision.config.items() if hasattr(Deployment, name)}
+    Deployment.objects.filter(pk=deployment.pk).update(
+        model=revision.model,
+        entry_script=revision.entry_script,
+        environment_yaml=revision.environment_yaml,
+        revision=number,
+        **settings,
+    )
 
 
 def _submit(operation: Operation, deployment: Deployment, backend: Backend, spec: ServiceSpec) -> None:
@@ -143,12 +239,14 @@ def _succeeded(
     observed: ServiceObservation,
     replicas_ready: str,
 ) -> StepResult:
-    keys: dict[str, str] = {}
+    keys: dict[str, Any] = {}
     if target_traits(deployment.cluster.backend).makes_keys:
         # The target made the service's keys (Azure): read them now (outside any transaction), store them
         # encrypted.
         primary, secondary = backend.service_keys(spec)
         keys = {"primary_key_encrypted": encrypt(primary), "secondary_key_encrypted": encrypt(secondary)}
+    if observed.traffic:
+        keys["stats"] = {**deployment.stats, "traffic": observed.traffic}
     with transaction.atomic():
         deployment_transition(
             deployment=deployment,

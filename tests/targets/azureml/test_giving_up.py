@@ -145,7 +145,7 @@ def test_a_deployment_azure_is_still_busy_with_at_lynxs_limit_says_it_may_still_
         for text in (operation.error, deployment.error):
             assert "did not become Healthy within" in text and "Lynx gave up on it" in text
             assert "An operation is already in progress" in text  # Azure's 409, verbatim
-            assert f"{name} may still be running on Azure ML (AKS), and billing" in text
+            assert f"{name} may still be running on Azure ML v1 (AKS), and billing" in text
             assert "delete this deployment in Lynx to try again" in text
         assert paced.services[name].busy
     finally:
@@ -172,7 +172,7 @@ def test_a_deployment_whose_operation_never_ends_is_deleted_in_azure_when_lynx_g
 
     assert operation.state == "failed"
     assert "did not become Healthy within" in operation.error
-    assert "Lynx asked Azure ML (AKS) to delete the service" in operation.error
+    assert "Lynx asked Azure ML v1 (AKS) to delete the service" in operation.error
     wait_for(lambda: name not in tick(paced)["services"], 10, 0.05, f"{name} deleted in Azure")
 
 

@@ -1,0 +1,46 @@
+"""What azure-ai-ml and azure-core raise, translated into a BackendError carrying Azure's own message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from deployments.backends.base import BackendError
+
+from ..v1.errors import TRANSIENT_STATUSES, _to_backend_error
+
+
+def to_backend_error(exc: BaseException, action: str) -> BackendError:
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, HttpResponseError) and not isinstance(
+        exc, (ServiceRequestError, ServiceResponseError)
+    ):
+        status = exc.status_code
+        error = getattr(exc, "error", None)
+        code, message = getattr(error, "code", "") or "", getattr(error, "message", "") or ""
+        text = f"({code}) {message}" if code and message else (exc.message or str(exc)).split("\n")[0]
+        suffix = f" (HTTP {status})" if status else ""
+        return BackendError(f"{action}: {text.strip()}{suffix}", transient=status in TRANSIENT_STATUSES)
+    if exc.__class__.__name__ == "ClientAuthenticationError":
+        return BackendError(f"{action}: Azure AD refused the service principal. {exc}", transient=False)
+    return _to_backend_error(exc, action)
+
+
+def not_found(exc: BaseException) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    return isinstance(exc, ResourceNotFoundError) or getattr(exc, "status_code", None) == 404
+
+
+@contextmanager
+def azure_v2(action: str) -> Iterator[None]:
+    """Translate whatever the SDK raises into a BackendError carrying Azure's message."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:  # the SDK raises many unrelated types (see to_backend_error)
+        raise to_backend_error(exc, action) from exc

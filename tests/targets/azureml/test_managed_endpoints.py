@@ -1,0 +1,283 @@
+"""Azure ML managed online endpoints (SDK v2) through Lynx's services and step engine, against the emulator.
+
+The real azure-ai-ml SDK makes every call; the emulator builds the environment, runs the deployed score.py
+in Microsoft's inference server and routes the endpoint's traffic. A Lynx cluster of this target is an
+instance type; each deployment is one endpoint whose revisions are its deployments `rev<N>`.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+from django.urls import reverse
+
+from deployments.crypto import decrypt
+from deployments.environments import default_environment_yaml
+from deployments.models import AuditEvent, Cluster, Deployment, OperationKind
+from deployments.selectors import costs_summary
+from deployments.services import Refused, cluster_create, cluster_delete, deployment_create
+from deployments.services.deployments import deployment_delete, deployment_traffic, deployment_update
+from deployments.services.prices import vm_prices_seed
+from tests.targets.azureml.conftest import GPU_SIZE, lines_of, run_inline, unique
+from tests.targets.azureml.emulated_models import ECHO_SCORE_PY
+
+pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
+
+CPU_SIZE = "Standard_DS3_v2"  # on the managed SKU list, 4 cores
+
+CRASHING_INIT_PY = """\
+def init():
+    raise ValueError("the model files are not where init() looks for them")
+
+
+def run(raw_data):
+    return raw_data
+"""
+
+
+def managed(user, workspace, *, vm_size: str = GPU_SIZE):
+    """A managed-endpoint "cluster": an instance type in the workspace, checked with Azure."""
+    operation = cluster_create(
+        user=user,
+        name=unique("mng"),
+        backend="azureml_managed",
+        workspace=workspace,
+        vm_size=vm_size,
+        node_count=1,
+        location="eastus",
+    )
+    return run_inline(operation.pk)
+
+
+def deploy(user, cluster, model, *, script: str = ECHO_SCORE_PY, expect: str = "succeeded", **config):
+    gpu = cluster.has_gpu
+    operation = deployment_create(
+        user=user,
+        name=config.pop("name", None) or unique("ep"),
+        cluster=cluster,
+        model=model,
+        entry_script=script,
+        environment_yaml=default_environment_yaml(gpu=gpu),
+        **{"gpu_enabled": gpu, "gpu_cores": 1 if gpu else 0, **config},
+    )
+    operation = run_inline(operation.pk, timeout=120)
+    assert operation.state == expect, f"{operation.error}\n" + "\n".join(lines_of(operation))
+    return Deployment.objects.get(pk=operation.deployment_id), operation
+
+
+def score(deployment: Deployment, key: str | None = None, pin: str = "") -> requests.Response:
+    key = decrypt(deployment.primary_key_encrypted) if key is None else key
+    headers = {"Authorization": f"Bearer {key}"}
+    if pin:
+        headers["azureml-model-deployment"] = pin
+    return requests.post(
+        deployment.scoring_uri, json={"data": [[1.0, 2.0, 3.0]]}, headers=headers, timeout=30
+    )
+
+
+def azure_deployments(emu, deployment: Deployment) -> set[str]:
+    return set(emu.v2.deployments_of(deployment.name))
+
+
+def test_an_instance_type_is_a_cluster_checked_with_azure_and_nothing_is_created(
+    deployer, workspace, azure_emulator
+) -> None:
+    operation = managed(deployer, workspace)
+    assert operation.state == "succeeded", operation.error
+    cluster = operation.cluster
+    cluster.refresh_from_db()
+    assert cluster.gpu_count == 1 and "T4" in cluster.gpu_kind
+    assert not azure_emulator.v2.endpoints  # no Azure resource for a cluster of this target
+
+    retired = managed(deployer, workspace, vm_size="Standard_NC6s_v3")
+    assert retired.state == "failed"
+    assert "Standard_NC6s_v3 is not offered in eastus" in retired.error
+
+    deleted = run_inline(cluster_delete(user=deployer, cluster=cluster).pk)
+    assert deleted.state == "succeeded", deleted.error
+
+
+def test_a_gpu_deployment_answers_over_https_with_its_key_and_is_billed_per_instance(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = managed(deployer, workspace).cluster
+    deployment, operation = deploy(deployer, cluster, tiny_model, replicas=2)
+
+    assert deployment.state == "Healthy"
+    assert deployment.scoring_uri == f"https://{deployment.name}.eastus.inference.ml.azure.com/score"
+    assert azure_deployments(azure_emulator, deployment) == {"rev1"}
+    assert azure_emulator.v2.endpoints[deployment.name].traffic == {"rev1": 100}
+    answer = score(deployment)
+    assert answer.ok, answer.text
+    assert answer.json()["scores"] == [2.0] and answer.headers["azureml-model-deployment"] == "rev1"
+    assert score(deployment, key="wrong").status_code == 401
+    assert deployment.stats["traffic"] == {"1": 100}
+    sent = azure_emulator.v2.deployments[(deployment.name, "rev1")].body
+    assert sent["sku"]["capacity"] == 2 and sent["properties"]["instanceType"] == GPU_SIZE
+
+    # The deployment bills its 2 instances at the instance type's price; the "cluster" itself nothing.
+    vm_prices_seed()
+    assert costs_summary().by_cluster[cluster.pk].rate == 2 * Decimal("0.526")
+
+    deleted = run_inline(deployment_delete(user=deployer, deployment=deployment).pk, timeout=60)
+    assert deleted.state == "succeeded", deleted.error
+    assert deployment.name not in azure_emulator.v2.endpoints
+
+
+def test_blue_green_with_a_canary_then_complete_and_a_canary_rolled_back(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment, _ = deploy(deployer, cluster, tiny_model)
+
+    update = deployment_update(user=deployer, deployment=deployment, max_batch_size=8, canary_percent=10)
+    update = run_inline(update.pk, timeout=120)
+    assert update.state == "succeeded", update.error
+    deployment.refresh_from_db()
+    assert deployment.revision == 2 and deployment.stats["traffic"] == {"1": 90, "2": 10}
+    assert azure_emulator.v2.endpoints[deployment.name].traffic == {"rev1": 90, "rev2": 10}
+    assert score(deployment, pin="rev2").headers["azureml-model-deployment"] == "rev2"
+
+    complete = run_inline(
+        deployment_traffic(user=deployer, deployment=deployment, complete=True).pk, timeout=60
+    )
+    assert complete.state == "succeeded", complete.error
+    deployment.refresh_from_db()
+    assert deployment.stats["traffic"] == {"2": 100}
+    assert azure_deployments(azure_emulator, deployment) == {"rev2"}  # rev1 removed: it no longer bills
+    with pytest.raises(Refused, match="no canary"):
+        deployment_traffic(user=deployer, deployment=deployment, complete=True)
+
+    canary = deployment_update(user=deployer, deployment=deployment, max_batch_size=4, canary_percent=25)
+    assert run_inline(canary.pk, timeout=120).state == "succeeded"
+    deployment.refresh_from_db()
+    assert deployment.revision == 3 and deployment.stats["traffic"] == {"2": 75, "3": 25}
+    back = run_inline(deployment_traffic(user=deployer, deployment=deployment, complete=False).pk, timeout=60)
+    assert back.state == "succeeded", back.error
+    deployment.refresh_from_db()
+    assert deployment.revision == 2 and deployment.max_batch_size == 8  # revision 2's configuration again
+    assert deployment.stats["traffic"] == {"2": 100}
+    assert azure_deployments(azure_emulator, deployment) == {"rev2"}
+    assert score(deployment).ok
+    actions = list(
+        AuditEvent.objects.filter(resource_id=deployment.pk, action="deployment.traffic").values_list(
+            "message", flat=True
+        )
+    )
+    assert sorted("rolled back" in message for message in actions) == [False, True]
+    kinds = set(deployment.operations.values_list("kind", flat=True))
+    assert OperationKind.SERVICE_TRAFFIC in kinds
+
+
+def test_a_canary_is_refused_where_traffic_is_not_split(deployer, workspace, tiny_model) -> None:
+    local = Cluster.objects.create(name=unique("loc"), owner=deployer, provisioning_state="Succeeded")
+    deployment = Deployment.objects.create(
+        name=unique("svc"),
+        cluster=local,
+        model=tiny_model,
+        entry_script="x",
+        environment_yaml="x",
+        state="Healthy",
+        owner=deployer,
+    )
+    with pytest.raises(Refused, match="canary share needs a target that splits traffic"):
+        deployment_update(user=deployer, deployment=deployment, max_batch_size=2, canary_percent=10)
+
+
+def test_a_crashing_init_fails_with_azures_reason_and_the_traceback_and_leaves_nothing_billing(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment, operation = deploy(deployer, cluster, tiny_model, script=CRASHING_INIT_PY, expect="failed")
+
+    assert "(ResourceNotReady)" in operation.error
+    assert "ValueError: the model files are not where init() looks for them" in operation.error
+    deployment.refresh_from_db()
+    assert deployment.state == "Failed"
+    # The failed revision is removed, so its instances stop billing.
+    deadline = time.monotonic() + 20
+    while azure_deployments(azure_emulator, deployment) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        azure_emulator.tick()
+    assert not azure_deployments(azure_emulator, deployment)
+
+
+# --- the pages ---------------------------------------------------------------------------------------------
+
+
+def test_the_pages_offer_managed_endpoints_first_and_refuse_a_retired_instance_type(
+    client, deployer, workspace
+) -> None:
+    client.force_login(deployer)
+    assert reverse("azure_managed_new") in client.get(reverse("cluster_new")).content.decode()
+    page = client.get(reverse("workspace_detail", args=[workspace.pk])).content.decode()
+    assert page.index(reverse("azure_managed_new") + "?") < page.index(reverse("azure_cluster_new") + "?")
+
+    form = {
+        "workspace": workspace.pk,
+        "name": unique("mng"),
+        "vm_size": "Standard_NC6",
+        "idempotency_key": "a1",
+    }
+    refused = client.post(reverse("azure_managed_new"), form)
+    assert refused.status_code == 400
+    assert "Standard_NC6 is retired" in refused.content.decode()
+    assert not Cluster.objects.filter(name=form["name"]).exists()
+
+    created = client.post(
+        reverse("azure_managed_new"), {**form, "vm_size": GPU_SIZE, "idempotency_key": "a2"}
+    )
+    assert created.status_code == 302
+    cluster = Cluster.objects.get(name=form["name"])
+    assert cluster.backend == "azureml_managed" and cluster.vm_size == GPU_SIZE
+    assert cluster.location == workspace.location
+
+
+def test_the_deployment_page_shows_the_split_and_ends_a_canary_from_its_buttons(
+    client, deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment, _ = deploy(deployer, cluster, tiny_model)
+    client.force_login(deployer)
+    update_page = client.get(reverse("deployment_update", args=[deployment.pk])).content.decode()
+    assert "Traffic to the new revision at first" in update_page
+
+    update = deployment_update(user=deployer, deployment=deployment, max_batch_size=8, canary_percent=10)
+    assert run_inline(update.pk, timeout=120).state == "succeeded"
+    page = client.get(reverse("deployment_detail", args=[deployment.pk])).content.decode()
+    assert "revision 1: 90 %" in page and "revision 2: 10 %" in page
+    assert "Complete: 100 % to revision 2" in page and "Roll back to revision 1" in page
+    assert f"1 × {CPU_SIZE} instance" in page
+
+    answer = client.post(
+        reverse("deployment_traffic", args=[deployment.pk]), {"action": "complete", "idempotency_key": "t1"}
+    )
+    assert answer.status_code == 302
+    operation = deployment.operations.get(kind=OperationKind.SERVICE_TRAFFIC)
+    assert run_inline(operation.pk, timeout=60).state == "succeeded"
+    page = client.get(reverse("deployment_detail", args=[deployment.pk])).content.decode()
+    assert "revision 2: 100 %" in page and "Complete: 100 %" not in page
+
+
+def test_a_viewer_cannot_shift_traffic(client, viewer, deployer, workspace, tiny_model) -> None:
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment = Deployment.objects.create(
+        name=unique("svc"),
+        cluster=cluster,
+        model=tiny_model,
+        entry_script="x",
+        environment_yaml="x",
+        state="Healthy",
+        owner=deployer,
+        stats={"traffic": {"1": 90, "2": 10}},
+        revision=2,
+    )
+    client.force_login(viewer)
+    answer = client.post(
+        reverse("deployment_traffic", args=[deployment.pk]), {"action": "complete", "idempotency_key": "v1"}
+    )
+    assert answer.status_code == 403
+    assert not deployment.operations.exists()
