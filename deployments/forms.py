@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.utils import timezone
 
@@ -331,6 +332,38 @@ class DeploymentUpdateForm(ServiceConfigForm):
                 "it has no canary."
             )
         return percent
+
+
+class MoveForm(IdempotentForm):
+    """Deploy a deployment's current revision to a cluster of another cloud target (Azure ML v1 to v2)."""
+
+    cluster = forms.ModelChoiceField(queryset=Cluster.objects.none(), label="To", empty_label=None)
+    name = forms.CharField(
+        max_length=32, validators=[service_name_rule], help_text="The new deployment's (and endpoint's) name."
+    )
+
+    def __init__(self, *args, deployment: Deployment, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.deployment = deployment
+        clusters = self.fields["cluster"]
+        assert isinstance(clusters, forms.ModelChoiceField)  # the field declared above
+        elsewhere = [
+            kind
+            for kind in settings.LYNX_TARGETS
+            if kind != deployment.cluster.backend and not target_traits(kind).on_this_host
+        ]
+        clusters.queryset = Cluster.objects.filter(
+            provisioning_state=ProvisioningState.SUCCEEDED, backend__in=elsewhere
+        ).order_by("name")
+        if not self.is_bound:
+            self.initial.setdefault("name", f"{deployment.name[:29]}-v2")
+            self.initial.setdefault("cluster", clusters.queryset.first())
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if Deployment.objects.filter(name=name).exclude(state=ServiceState.DELETED).exists():
+            raise forms.ValidationError(f"A deployment named {name} already exists.")
+        return name
 
 
 class ModelUploadForm(forms.Form):

@@ -191,6 +191,11 @@ class Deployment(models.Model):
     local_port = models.PositiveIntegerField(null=True, blank=True)
     # Azure: clients send a token from get_access_token() (it expires) instead of a fixed key.
     token_auth_enabled = models.BooleanField(default=False)
+    # The deployment this one was moved from (the same revision deployed to another target, such as an AKS
+    # service moved to a managed online endpoint): both answer until the owner deletes the old one.
+    moved_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="moved_to"
+    )
 
     class Meta:
         ordering = ["-created_at"]

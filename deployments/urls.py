@@ -19,6 +19,7 @@ urlpatterns = [
     path(
         "deployments/<int:pk>/traffic/", deployment_pages.deployment_traffic_view, name="deployment_traffic"
     ),
+    path("deployments/<int:pk>/move/", deployment_pages.deployment_move_view, name="deployment_move"),
     path("deployments/<int:pk>/delete/", deployment_pages.deployment_delete_view, name="deployment_delete"),
     path("deployments/<int:pk>/keys/reveal/", keys.key_reveal, name="deployment_key_reveal"),
     path("deployments/<int:pk>/keys/regenerate/", keys.key_regenerate, name="deployment_key_regenerate"),

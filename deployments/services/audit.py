@@ -23,6 +23,7 @@ AUDIT_ACTIONS: dict[str, str] = {
     "deployment.create": "a deployment was asked for",
     "deployment.update": "a deployment's configuration was changed",
     "deployment.rollback": "a deployment went back to an earlier revision",
+    "deployment.move": "a deployment's revision was deployed to another target (Azure ML v1 to v2)",
     "deployment.traffic": "a canary was completed or rolled back (traffic shifted between revisions)",
     "deployment.delete": "a deployment's deletion was asked for",
     "deployment.state": "a deployment changed state",

@@ -120,6 +120,7 @@ def deployment_create(
     entry_script: str,
     environment_yaml: str,
     idempotency_key: str | None = None,
+    moved_from: Deployment | None = None,
     **config,
 ) -> Operation:
     """Record a new web service and start deploying it."""
@@ -139,6 +140,7 @@ def deployment_create(
                 environment_yaml=environment_yaml,
                 idempotency_key=idempotency_key,
                 config=config,
+                moved_from=moved_from,
             )
         except IntegrityError as exc:
             if existing := operation_by_idempotency_key(idempotency_key):
@@ -159,6 +161,7 @@ def _deployment_create(
     environment_yaml: str,
     idempotency_key: str | None,
     config: dict,
+    moved_from: Deployment | None = None,
 ) -> Operation:
     with transaction.atomic():
         # The cluster's row lock orders this against cluster_delete, which takes the same lock: either
@@ -184,6 +187,7 @@ def _deployment_create(
             primary_key_encrypted="" if traits.makes_keys else encrypt(new_key()),
             secondary_key_encrypted="" if traits.makes_keys else encrypt(new_key()),
             local_port=local_port_reserve() if traits.reserves_port else None,
+            moved_from=moved_from,
             **config,
         )
         revision_record(deployment=deployment, user=user)
@@ -192,7 +196,17 @@ def _deployment_create(
             action="deployment.create",
             resource=deployment,
             after=deployment_config(deployment),
+            message=f"moved from {moved_from.name} (revision {moved_from.revision})" if moved_from else "",
         )
+        if moved_from is not None:
+            audit_record(
+                actor=user,
+                action="deployment.move",
+                resource=moved_from,
+                after={"to": name, "cluster": cluster.name, "target": traits.label},
+                message=f"revision {moved_from.revision} deployed to {cluster.name} as {name}; "
+                "both answer until this one is deleted",
+            )
         return operation_start(
             kind=OperationKind.SERVICE_DEPLOY,
             user=user,
@@ -537,3 +551,38 @@ def deployment_traffic(
             return existing
         raise Refused(f"{deployment.name} is being changed by someone else; try again.") from exc
     return operation
+
+
+def deployment_move(
+    *, user: User, deployment: Deployment, cluster: Cluster, name: str, idempotency_key: str | None = None
+) -> Operation:
+    """Deploy a deployment's current revision to another target (an AKS service to a managed online endpoint,
+    Azure ML v1 to v2) as a new deployment that remembers where it came from. Both answer until the owner
+    switches clients over and deletes the old one from its page."""
+    if existing := operation_by_idempotency_key(idempotency_key):
+        return existing
+    deployment.refresh_from_db()
+    if deployment.state != ServiceState.HEALTHY:
+        raise Refused(f"{deployment.name} is {deployment.state}: move a Healthy deployment.")
+    if cluster.backend == deployment.cluster.backend:
+        raise Refused(
+            f"{cluster.name} is on {cluster.get_backend_display()} too: choose a cluster of another target."
+        )
+    moving = deployment.moved_to.exclude(state=ServiceState.DELETED).first()
+    if moving is not None:
+        raise Refused(f"{deployment.name} is already moved to {moving.name}.")
+    config = {field: getattr(deployment, field) for field in CONFIG_FIELDS}
+    if not target_traits(cluster.backend).autoscale and config["autoscale_enabled"]:
+        # The new target scales by a fixed count: as many replicas as the autoscaler allowed at most.
+        config.update(autoscale_enabled=False, replicas=deployment.autoscale_max_replicas)
+    return deployment_create(
+        user=user,
+        name=name,
+        cluster=cluster,
+        model=deployment.model,
+        entry_script=deployment.entry_script,
+        environment_yaml=deployment.environment_yaml,
+        idempotency_key=idempotency_key,
+        moved_from=deployment,
+        **config,
+    )

@@ -21,6 +21,7 @@ from deployments.forms import (
     DeploymentForm,
     DeploymentUpdateForm,
     KeyForm,
+    MoveForm,
     RollbackForm,
     ServiceConfigForm,
 )
@@ -30,6 +31,7 @@ from deployments.services.deployments import (
     UPDATABLE_STATES,
     canary_of,
     deployment_logs,
+    deployment_move,
     deployment_rollback,
     deployment_traffic,
     deployment_update,
@@ -128,6 +130,8 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             ),
             "canary": canary_of(deployment),
             "traffic_form": ConfirmForm(),
+            "move_form": MoveForm(deployment=deployment),
+            "moved_to": deployment.moved_to.exclude(state="Deleted").select_related("cluster"),
         },
     )
 
@@ -229,6 +233,31 @@ def deployment_traffic_view(request: AuthedRequest, pk: int) -> HttpResponse:
     except Refused as exc:
         messages.error(request, str(exc))
         return redirect("deployment_detail", pk=deployment.pk)
+    return redirect("operation_detail", pk=operation.pk)
+
+
+@require_POST
+@deployer_required
+def deployment_move_view(request: AuthedRequest, pk: int) -> HttpResponse:
+    """Deploy this deployment's revision to another target (Azure ML v1 to v2); both answer until the owner
+    deletes this one."""
+    deployment = _deployment(pk)
+    form = MoveForm(request.POST, deployment=deployment)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            messages.error(request, " ".join(str(error) for error in errors))
+        return redirect(f"{reverse('deployment_detail', args=[deployment.pk])}#move")
+    try:
+        operation = deployment_move(
+            user=request.user,
+            deployment=deployment,
+            cluster=form.cleaned_data["cluster"],
+            name=form.cleaned_data["name"],
+            idempotency_key=form.cleaned_data["idempotency_key"],
+        )
+    except Refused as exc:
+        messages.error(request, str(exc))
+        return redirect(f"{reverse('deployment_detail', args=[deployment.pk])}#move")
     return redirect("operation_detail", pk=operation.pk)
 
 

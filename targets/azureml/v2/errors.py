@@ -20,13 +20,24 @@ def to_backend_error(exc: BaseException, action: str) -> BackendError:
     ):
         status = exc.status_code
         error = getattr(exc, "error", None)
-        code, message = getattr(error, "code", "") or "", getattr(error, "message", "") or ""
-        text = f"({code}) {message}" if code and message else (exc.message or str(exc)).split("\n")[0]
+        text = "; ".join(_messages(error)) or (exc.message or str(exc)).split("\n")[0]
         suffix = f" (HTTP {status})" if status else ""
         return BackendError(f"{action}: {text.strip()}{suffix}", transient=status in TRANSIENT_STATUSES)
     if exc.__class__.__name__ == "ClientAuthenticationError":
         return BackendError(f"{action}: Azure AD refused the service principal. {exc}", transient=False)
     return _to_backend_error(exc, action)
+
+
+def _messages(error: object, depth: int = 0) -> list[str]:
+    """Azure's words from an ARM error and its details (where Azure puts the reason: "The request is
+    invalid" outside, "Not enough quota available for …" inside)."""
+    if error is None or depth > 3:
+        return []
+    code, message = getattr(error, "code", "") or "", getattr(error, "message", "") or ""
+    own = [f"({code}) {message}" if code else message] if message else []
+    for detail in getattr(error, "details", None) or []:
+        own += [m for m in _messages(detail, depth + 1) if m not in own]
+    return own
 
 
 def not_found(exc: BaseException) -> bool:

@@ -23,6 +23,7 @@ from deployments.services.deployments import deployment_delete, deployment_traff
 from deployments.services.prices import vm_prices_seed
 from tests.targets.azureml.conftest import GPU_SIZE, lines_of, run_inline, unique
 from tests.targets.azureml.emulated_models import ECHO_SCORE_PY
+from tests.targets.azureml.v2_samples import TF1_ON_PY310_CONDA
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
@@ -281,3 +282,90 @@ def test_a_viewer_cannot_shift_traffic(client, viewer, deployer, workspace, tiny
     )
     assert answer.status_code == 403
     assert not deployment.operations.exists()
+
+
+# --- Azure's refusals reach the deployment's owner in Azure's words -----------------------------------------
+
+
+def test_an_instance_type_managed_endpoints_do_not_offer_is_refused_before_anything_is_deployed(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    # A VM size Azure sells, but not for managed online endpoints: the region's list leaves it out.
+    operation = managed(deployer, workspace, vm_size="Standard_D4s_v5")
+    assert operation.state == "failed"
+    assert "Standard_D4s_v5 is not offered in eastus" in operation.error
+
+
+def test_instances_beyond_the_quota_fail_out_of_quota(
+    deployer, workspace, tiny_model, azure_emulator, monkeypatch
+) -> None:
+    used = azure_emulator.v2.cores_in_use("standardDSv2Family")
+    monkeypatch.setitem(azure_emulator.v2.quota, "standardDSv2Family", used + 8)
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    _, operation = deploy(deployer, cluster, tiny_model, replicas=3, expect="failed")
+    assert f"Not enough quota available for {CPU_SIZE}" in operation.error
+    assert f"Current usage/limit: {used}/{used + 8}" in operation.error
+
+
+def test_an_environment_that_cannot_build_fails_with_image_build_failure_and_its_log(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    operation = deployment_create(
+        user=deployer,
+        name=unique("ep"),
+        cluster=cluster,
+        model=tiny_model,
+        entry_script=ECHO_SCORE_PY,
+        environment_yaml=TF1_ON_PY310_CONDA,
+    )
+    operation = run_inline(operation.pk, timeout=120)
+    assert operation.state == "failed"
+    assert "(ImageBuildFailure)" in operation.error
+    log_uri = operation.error.split("Build log may be available at ")[1].split()[0]
+    assert (
+        "No matching distribution found for tensorflow-gpu==1.15.5" in requests.get(log_uri, timeout=10).text
+    )
+
+
+# --- moving an AKS service (v1) to a managed endpoint (v2) --------------------------------------------------
+
+
+def test_an_aks_service_moves_to_a_managed_endpoint_and_both_answer_until_the_old_one_is_deleted(
+    client, deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    from tests.targets.azureml.conftest import provision
+    from tests.targets.azureml.test_deployments import deploy as deploy_v1
+
+    aks = provision(deployer, workspace, vm_size=GPU_SIZE)
+    old = deploy_v1(deployer, aks, tiny_model)
+    target = managed(deployer, workspace).cluster
+    client.force_login(deployer)
+    page = client.get(reverse("deployment_detail", args=[old.pk])).content.decode()
+    assert "Deploy a copy there" in page and target.name in page
+
+    answer = client.post(
+        reverse("deployment_move", args=[old.pk]),
+        {"cluster": target.pk, "name": f"{old.name}-v2", "idempotency_key": "m1"},
+    )
+    assert answer.status_code == 302
+    new = Deployment.objects.get(name=f"{old.name}-v2")
+    operation = run_inline(new.operations.get().pk, timeout=120)
+    assert operation.state == "succeeded", operation.error
+    new.refresh_from_db()
+    assert new.moved_from == old and new.revision == 1 and new.gpu_enabled
+    assert new.scoring_uri.startswith(f"https://{new.name}.eastus.inference.ml.azure.com")
+    assert score(old).ok and score(new).ok  # both answer, each with its own key
+    old_page = client.get(reverse("deployment_detail", args=[old.pk])).content.decode()
+    assert f'Moved to <a href="{reverse("deployment_detail", args=[new.pk])}">{new.name}</a>' in old_page
+    assert new.scoring_uri in old_page
+    assert AuditEvent.objects.filter(action="deployment.move", resource_id=old.pk).exists()
+    with pytest.raises(Refused, match="already moved"):
+        from deployments.services.deployments import deployment_move
+
+        deployment_move(user=deployer, deployment=old, cluster=target, name=unique("again"))
+
+    # The switch: the v1 service is deleted; the managed endpoint keeps answering.
+    assert run_inline(deployment_delete(user=deployer, deployment=old).pk, timeout=60).state == "succeeded"
+    assert score(new).ok
+    assert "Moved from" in client.get(reverse("deployment_detail", args=[new.pk])).content.decode()
