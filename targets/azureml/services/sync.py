@@ -1,8 +1,10 @@
 """The periodic Azure sync: compare what a workspace really holds with what Lynx believes it holds.
 
 Azure bills for every compute target that exists, whoever made it. Once per LYNX_AZURE_SYNC_SECONDS the
-beat schedule lists each workspace's compute targets and web services (`list_resources`) and records two
-kinds of finding as `ExternalResource` rows, each audited by the system when it appears and when it goes:
+beat schedule lists each workspace's compute targets and web services (`list_resources`, SDK v1) and its
+managed online endpoints (`list_endpoints`, SDK v2: compared as services, against the deployments of both
+Azure targets) and records these findings as `ExternalResource` rows, each audited by the system when it
+appears and when it goes:
 
 * unmanaged: in Azure, not in Lynx (made in the portal or a notebook, or left behind), billing unseen;
 * missing: Lynx believes a cluster or service exists, Azure does not list it (deleted behind Lynx's back);
@@ -32,7 +34,9 @@ from deployments.services.specs import workspace_spec
 from deployments.states import ACTIVE_OPERATION_STATES, LIVE_SERVICE_STATES, ProvisioningState, ServiceState
 from deployments.tasks import SYNC_AZURE, SYNC_AZURE_WORKSPACE, task_send
 from targets.azureml import KIND as AZUREML
+from targets.azureml import MANAGED_KIND
 from targets.azureml.v1 import list_resources  # cheap: the SDK is imported only when it runs
+from targets.azureml.v2.sync import list_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ def azure_sync_workspace(*, workspace_id: int) -> SyncResult:
     started = timezone.now()
     try:
         computes, services = list_resources(workspace_spec(workspace))
+        services += list_endpoints(workspace_spec(workspace))
     except (BackendError, ValueError) as exc:  # ValueError: the secret cannot be decrypted any more
         message = getattr(exc, "message", None) or str(exc)
         Workspace.objects.filter(pk=workspace.pk).update(last_sync_error=message[:4000])
@@ -106,7 +111,9 @@ def _findings(
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
     """(finding, kind, name) → the row's fields, for every discrepancy in this listing."""
     clusters = Cluster.objects.filter(backend=AZUREML, workspace=workspace)
-    deployments = Deployment.objects.filter(cluster__backend=AZUREML, cluster__workspace=workspace)
+    deployments = Deployment.objects.filter(
+        cluster__backend__in=(AZUREML, MANAGED_KIND), cluster__workspace=workspace
+    )
     known_clusters = _known(
         clusters, started, "provisioning_state", ProvisioningState.DELETED, ProvisioningState.FAILED
     )
@@ -138,6 +145,9 @@ def _findings(
         fields = {
             "compute_type": service.get("compute_type") or "",
             "state": service.get("state") or "",
+            "vm_size": service.get("vm_size") or "",
+            "node_count": service.get("node_count"),
+            "location": service.get("location") or "",
             "details": _plain(service),
         }
         if (deployment := failed_deployments.get(name.lower())) is not None:

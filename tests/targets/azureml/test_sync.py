@@ -137,3 +137,35 @@ def test_the_periodic_task_hands_each_workspace_to_its_own_task(workspace, broke
 
     assert sync_azure() == 1
     assert redis.Redis.from_url(broker).llen("celery") == 1  # one sync_azure_workspace task queued
+
+
+def test_sync_compares_managed_online_endpoints_too(deployer, workspace, clean_emulator, tiny_model) -> None:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+    from azure.identity import ClientSecretCredential
+
+    from tests.targets.azureml.test_managed_endpoints import deploy, managed
+
+    cluster = managed(deployer, workspace, vm_size="Standard_DS3_v2").cluster
+    ours, _ = deploy(deployer, cluster, tiny_model, replicas=2)
+    emu = clean_emulator
+    ml = MLClient(ClientSecretCredential(**emu.credential_kwargs()), **emu.mlclient_kwargs())
+    notebook = unique("nb")
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=notebook, auth_mode="key")).result()
+
+    result = azure_sync_workspace(workspace_id=workspace.pk)
+
+    assert result.ok and result.services == 2
+    finding = ExternalResource.objects.get()
+    assert (finding.finding, finding.kind, finding.name, finding.compute_type) == (
+        "unmanaged",
+        "service",
+        notebook,
+        "Managed online endpoint",
+    )
+
+    # Deleted behind Lynx's back: Lynx's managed deployment is reported missing.
+    ml.online_endpoints.begin_delete(name=ours.name).result()
+    azure_sync_workspace(workspace_id=workspace.pk)
+    missing = ExternalResource.objects.get(finding="missing")
+    assert (missing.kind, missing.name, missing.deployment) == ("service", ours.name, ours)
