@@ -8,3 +8,4 @@ selectors, templates) and the Azure work a worker does (`services/`: connection 
 
 KIND = "azureml"  # its key in settings.LYNX_TARGETS and in Cluster.backend
 MANAGED_KIND = "azureml_managed"
+KINDS = (KIND, MANAGED_KIND)

@@ -17,7 +17,7 @@ from deployments.models import (
 from deployments.selectors import vm_price_map
 from deployments.states import ProvisioningState
 from deployments.vm_sizes import vm_size_info
-from targets.azureml import KIND as AZUREML
+from targets.azureml import KINDS as AZURE_KINDS
 
 
 def workspaces_overview() -> QuerySet[Workspace]:
@@ -33,7 +33,7 @@ def workspaces_overview() -> QuerySet[Workspace]:
 
 
 def workspace_clusters(workspace: Workspace) -> QuerySet[Cluster]:
-    return Cluster.objects.filter(backend=AZUREML, workspace=workspace).order_by("-created_at")
+    return Cluster.objects.filter(backend__in=AZURE_KINDS, workspace=workspace).order_by("-created_at")
 
 
 def workspace_operations(workspace: Workspace, limit: int = 20) -> QuerySet[Operation]:

@@ -18,6 +18,7 @@ from deployments.models import Cluster, Deployment, Workspace
 from deployments.services import Refused, cluster_create
 from deployments.services.deployments import deployment_key_regenerate
 from targets.azureml import KIND as AZUREML
+from targets.azureml import KINDS as AZURE_KINDS
 from targets.azureml import MANAGED_KIND
 from targets.azureml import selectors as azure_selectors
 from targets.azureml.forms import (
@@ -212,14 +213,18 @@ def azure_managed_new(request: AuthedRequest) -> HttpResponse:
     )
 
 
-def _azure_cluster(pk: int) -> Cluster:
-    return get_object_or_404(Cluster.objects.select_related("workspace").filter(backend=AZUREML), pk=pk)
+def _azure_cluster(pk: int, kinds: tuple[str, ...] = (AZUREML,)) -> Cluster:
+    return get_object_or_404(Cluster.objects.select_related("workspace").filter(backend__in=kinds), pk=pk)
 
 
 @require_GET
 def azure_cluster(request: AuthedRequest, pk: int) -> HttpResponse:
-    """An AKS cluster's Azure facts: Kubernetes version, TLS, and the form to enable or renew TLS."""
-    cluster = _azure_cluster(pk)
+    """An AKS cluster's Azure facts: Kubernetes version, TLS, and the form to enable or renew TLS; for a
+    managed-endpoint instance type, its endpoints."""
+    cluster = _azure_cluster(pk, AZURE_KINDS)
+    if cluster.backend == MANAGED_KIND:
+        endpoints = cluster.deployments.exclude(state="Deleted").order_by("name")
+        return render(request, "azure/managed_azure.html", {"cluster": cluster, "endpoints": endpoints})
     return render(request, "azure/cluster_azure.html", _cluster_context(cluster, AzureTlsForm()))
 
 
@@ -263,7 +268,9 @@ def azure_cluster_tls(request: AuthedRequest, pk: int) -> HttpResponse:
 
 def _azure_deployment(pk: int) -> Deployment:
     return get_object_or_404(
-        Deployment.objects.select_related("cluster__workspace", "model").filter(cluster__backend=AZUREML),
+        Deployment.objects.select_related("cluster__workspace", "model").filter(
+            cluster__backend__in=AZURE_KINDS
+        ),
         pk=pk,
     )
 

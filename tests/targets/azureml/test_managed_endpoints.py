@@ -261,6 +261,13 @@ def test_the_deployment_page_shows_the_split_and_ends_a_canary_from_its_buttons(
     assert run_inline(operation.pk, timeout=60).state == "succeeded"
     page = client.get(reverse("deployment_detail", args=[deployment.pk])).content.decode()
     assert "revision 2: 100 %" in page and "Complete: 100 %" not in page
+    assert reverse("azure_deployment", args=[deployment.pk]) in page
+    azure_page = client.get(reverse("azure_deployment", args=[deployment.pk]))
+    assert azure_page.status_code == 200 and deployment.scoring_uri in azure_page.content.decode()
+    cluster_page = client.get(reverse("azure_cluster", args=[cluster.pk])).content.decode()
+    assert "Always on" in cluster_page and deployment.name in cluster_page
+    tls = client.post(reverse("azure_cluster_tls", args=[cluster.pk]), {"tls_mode": "leaf"})
+    assert tls.status_code == 404  # no TLS to set on managed endpoints
 
 
 def test_a_viewer_cannot_shift_traffic(client, viewer, deployer, workspace, tiny_model) -> None:
