@@ -124,6 +124,12 @@ class Compute:
         False  # the RP answers `properties.properties: null` (as it does for some computes)
     )
     operation_id: str = ""  # the ARM operation of the transition in progress
+    # KubernetesCompute (v2) only: the namespace its workloads run in, its default instance type, and the
+    # instance types (the AzureML extension's InstanceType CRDs) as the RP reports them; None: the RP's
+    # example (defaultinstancetype only).
+    namespace: str = "default"
+    default_instance_type: str = "defaultinstancetype"
+    instance_types: dict[str, Any] | None = None
 
     def begin(self, state: str, seconds: float) -> None:
         self.provisioning_state = state

@@ -302,6 +302,10 @@ def _give_up(
     )
     if not traits.removes_abandoned_services:
         return fail(operation, error)
+    if operation.kind == OperationKind.SERVICE_UPDATE and traits.traffic_split:
+        # The revision before still serves; the new one is removed so that it does not bill.
+        _discard_failed_revision(operation, backend, spec)
+        return fail(operation, error + PREVIOUS_STILL_SERVING)
     if operation.kind == OperationKind.SERVICE_UPDATE:
         return fail(
             operation,
