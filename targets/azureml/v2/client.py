@@ -92,8 +92,19 @@ def ml_client(spec: WorkspaceSpec) -> Any:
 
 
 def arm_get(spec: WorkspaceSpec, url: str) -> dict[str, Any]:
-    """GET an ARM URL Azure handed out (an operation's status) with the client's credential."""
+    """GET an ARM URL Azure handed out (an operation's status) with the client's credential. Only an https URL
+    on ARM's own host under the workspace's subscription gets the token: a reference that came from anywhere
+    else never carries it away."""
     _, credential, arm = _connected(spec)
+    parts, base = urlsplit(url), urlsplit(arm)
+    if (
+        parts.scheme != "https"
+        or parts.netloc.lower() != base.netloc.lower()
+        or not parts.path.lower().startswith(f"/subscriptions/{spec.subscription_id.lower()}/")
+    ):
+        raise BackendError(
+            f"Lynx does not follow an operation URL outside Azure Resource Manager: {url[:200]}"
+        )
     with azure_v2("Reading Azure's operation"):
         token = credential.get_token(arm.rstrip("/") + "/.default").token
         answer = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)

@@ -376,3 +376,19 @@ def test_an_aks_service_moves_to_a_managed_endpoint_and_both_answer_until_the_ol
     assert run_inline(deployment_delete(user=deployer, deployment=old).pk, timeout=60).state == "succeeded"
     assert score(new).ok
     assert "Moved from" in client.get(reverse("deployment_detail", args=[new.pk])).content.decode()
+
+
+def test_an_operation_url_outside_arm_never_gets_the_token(workspace, azure_emulator) -> None:
+    from deployments.backends.base import BackendError
+    from deployments.services.specs import workspace_spec
+    from targets.azureml.v2.client import arm_get
+
+    spec = workspace_spec(workspace)
+    arm_host = azure_emulator.base_url.removeprefix("https://")
+    for url in (
+        f"https://attacker.example/subscriptions/{spec.subscription_id}/providers/x/operations/1",
+        f"http://{arm_host}/subscriptions/{spec.subscription_id}/providers/x/operations/1",
+        f"https://{arm_host}/subscriptions/00000000-0000-0000-0000-000000000000/providers/x/operations/1",
+    ):
+        with pytest.raises(BackendError, match="outside Azure Resource Manager"):
+            arm_get(spec, url)
