@@ -184,6 +184,11 @@ class ManagedEndpointBackend:
         )
 
         name = deployment_name(spec.revision)
+        existing = self._deployments(spec).get(name)
+        if existing is not None and existing.provisioning_state in BUSY:
+            # Submitted already (a worker died before the step kept the reference): follow it, since a second
+            # PUT would be Azure's 409.
+            return Stage("deployment", name).ref()
         entry = Path(spec.entry_script).resolve()
         env_vars = {
             "LYNX_MAX_BATCH_SIZE": str(spec.max_batch_size),
@@ -238,6 +243,8 @@ class ManagedEndpointBackend:
         endpoint = self._endpoint(spec)
         if endpoint is None:
             raise BackendError(f"The endpoint {spec.name} no longer exists on Azure.")
+        if {n: int(v) for n, v in (endpoint.traffic or {}).items()} == traffic:
+            return stage.ref()  # set already (a step taken over after its worker died)
         endpoint.traffic = traffic
         with azure_v2(f"Setting the traffic of {spec.name!r}"):
             poller = self.ml.online_endpoints.begin_create_or_update(endpoint)

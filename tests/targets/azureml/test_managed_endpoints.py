@@ -392,3 +392,34 @@ def test_an_operation_url_outside_arm_never_gets_the_token(workspace, azure_emul
     ):
         with pytest.raises(BackendError, match="outside Azure Resource Manager"):
             arm_get(spec, url)
+
+
+def test_a_stage_taken_over_after_its_worker_died_follows_what_is_already_running(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    """Submitting the same stage again (the step's worker died before it kept the reference) must not PUT a
+    second time: Azure answers 409 to a deployment that is still being created."""
+    from deployments.services.specs import backend_for, service_files_write, service_spec
+    from targets.azureml.v2.managed import Stage
+
+    azure_emulator.time_scale = 0.01  # slow enough to be caught Creating
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment = Deployment.objects.create(
+        name=unique("ep"),
+        cluster=cluster,
+        model=tiny_model,
+        entry_script=ECHO_SCORE_PY,
+        environment_yaml=default_environment_yaml(),
+        owner=deployer,
+    )
+    service_files_write(deployment)
+    backend, spec = backend_for(cluster), service_spec(deployment)
+    endpoint = backend.deploy_service(spec)
+    while backend.observe_service(spec, endpoint).operation_state != "StageSucceeded":
+        azure_emulator.tick()
+    submitted = Stage.parse(backend.advance_service(spec, endpoint))
+    again = Stage.parse(backend.advance_service(spec, endpoint))
+    assert submitted is not None and again is not None
+    assert (submitted.stage, again.stage, again.name) == ("deployment", "deployment", "rev1")
+    assert azure_emulator.v2.deployments[(deployment.name, "rev1")].provisioning_state == "Creating"
+    backend.delete_service(spec)
