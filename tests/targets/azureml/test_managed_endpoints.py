@@ -23,7 +23,7 @@ from deployments.services.deployments import deployment_delete, deployment_traff
 from deployments.services.prices import vm_prices_seed
 from tests.targets.azureml.conftest import GPU_SIZE, lines_of, run_inline, unique
 from tests.targets.azureml.emulated_models import ECHO_SCORE_PY
-from tests.targets.azureml.v2_samples import TF1_ON_PY310_CONDA
+from tests.targets.azureml.v2_samples import SLOW_INIT_PY, TF1_ON_PY310_CONDA
 
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")]
 
@@ -423,3 +423,17 @@ def test_a_stage_taken_over_after_its_worker_died_follows_what_is_already_runnin
     assert (submitted.stage, again.stage, again.name) == ("deployment", "deployment", "rev1")
     assert azure_emulator.v2.deployments[(deployment.name, "rev1")].provisioning_state == "Creating"
     backend.delete_service(spec)
+
+
+def test_a_deployment_not_ready_within_azures_timeout_fails_with_its_reason_and_is_removed(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    azure_emulator.host_start_floor_seconds = 2.0  # Azure's paced timeout, floored here at 2 s
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment, operation = deploy(deployer, cluster, tiny_model, script=SLOW_INIT_PY, expect="failed")
+    assert "(DeploymentTimeout)" in operation.error
+    deadline = time.monotonic() + 20
+    while azure_deployments(azure_emulator, deployment) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        azure_emulator.tick()
+    assert not azure_deployments(azure_emulator, deployment)
