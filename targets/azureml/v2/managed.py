@@ -152,36 +152,38 @@ class ManagedEndpointBackend:
             if check.errors:
                 raise BackendError(" ".join(check.errors))
 
-    def deploy_service(self, spec: ServiceSpec) -> str | None:
-        """Create the endpoint (key or token auth); the revision's deployment follows once it exists."""
+    def _new_endpoint(self, spec: ServiceSpec) -> Any:
         from azure.ai.ml.entities import ManagedOnlineEndpoint
 
+        return ManagedOnlineEndpoint(
+            name=spec.name,
+            auth_mode="aml_token" if spec.token_auth_enabled else "key",
+            description=f"Lynx deployment {spec.name}",
+            tags={"created_by": "lynx"},
+        )
+
+    def _new_deployment(self, spec: ServiceSpec, **common: Any) -> Any:
+        """The revision's deployment: whole instances of the cluster's instance type."""
+        from azure.ai.ml.entities import ManagedOnlineDeployment
+
+        return ManagedOnlineDeployment(
+            instance_type=spec.cluster.vm_size, instance_count=spec.replicas, **common
+        )
+
+    def deploy_service(self, spec: ServiceSpec) -> str | None:
+        """Create the endpoint (key or token auth); the revision's deployment follows once it exists."""
         self._check(spec)
         endpoint = self._endpoint(spec)
         if endpoint is not None and endpoint.provisioning_state == "Succeeded":
             return self._submit_deployment(spec)
         if endpoint is not None:
             return Stage("endpoint", deployment_name(spec.revision)).ref()
-        auth = "aml_token" if spec.token_auth_enabled else "key"
         with azure_v2(f"Creating endpoint {spec.name!r}"):
-            poller = self.ml.online_endpoints.begin_create_or_update(
-                ManagedOnlineEndpoint(
-                    name=spec.name,
-                    auth_mode=auth,
-                    description=f"Lynx deployment {spec.name}",
-                    tags={"created_by": "lynx"},
-                )
-            )
+            poller = self.ml.online_endpoints.begin_create_or_update(self._new_endpoint(spec))
         return Stage("endpoint", deployment_name(spec.revision), url=_polling_url(poller)).ref()
 
     def _submit_deployment(self, spec: ServiceSpec) -> str:
-        from azure.ai.ml.entities import (
-            CodeConfiguration,
-            Environment,
-            ManagedOnlineDeployment,
-            Model,
-            OnlineRequestSettings,
-        )
+        from azure.ai.ml.entities import CodeConfiguration, Environment, Model, OnlineRequestSettings
 
         name = deployment_name(spec.revision)
         existing = self._deployments(spec).get(name)
@@ -205,7 +207,8 @@ class ManagedEndpointBackend:
         ):
             conda_file = Path(tmp) / "environment.yml"
             conda_file.write_text(spec.environment_yaml)
-            deployment = ManagedOnlineDeployment(
+            deployment = self._new_deployment(
+                spec,
                 name=name,
                 endpoint_name=spec.name,
                 model=Model(
@@ -215,8 +218,6 @@ class ManagedEndpointBackend:
                     image=GPU_BASE_IMAGE if spec.gpu_enabled else CPU_BASE_IMAGE, conda_file=str(conda_file)
                 ),
                 code_configuration=CodeConfiguration(code=str(entry.parent), scoring_script=entry.name),
-                instance_type=spec.cluster.vm_size,
-                instance_count=spec.replicas,
                 environment_variables=env_vars,
                 request_settings=OnlineRequestSettings(max_concurrent_requests_per_instance=concurrent),
                 tags={
