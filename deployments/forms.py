@@ -22,13 +22,14 @@ from deployments.states import ProvisioningState, ServiceState
 from deployments.vm_sizes import COMPUTE_NAME_PATTERN, COMPUTE_NAME_RULE
 
 # Azure ML's rules: compute target names are 3-24 letters, digits or hyphens, start with a letter and end with
-# a letter or digit (deployments.vm_sizes); service names are 3-32 lowercase letters, digits or dashes and
-# start with a letter.
+# a letter or digit (deployments.vm_sizes); service names are 3-32 lowercase letters, digits or dashes,
+# start with a letter and end with a letter or digit (Azure's rule for services and, in azure-ai-ml,
+# for online endpoints: ^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$).
 cluster_name_rule = RegexValidator(COMPUTE_NAME_PATTERN, COMPUTE_NAME_RULE)
 service_name_rule = RegexValidator(
-    r"^[a-z][a-z0-9-]{2,31}$",
-    "A deployment name is 3 to 32 lowercase letters, digits or dashes, starting with a letter "
-    "(Azure's rule for services).",
+    r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$",
+    "A deployment name is 3 to 32 lowercase letters, digits or dashes, starting with a letter and ending "
+    "with a letter or digit (Azure's rule for services and endpoints).",
 )
 RESERVED_CLUSTER_NAMES = {"amlcompute", "local", "containerinstance"}
 # Azure ML's rule for model names (and what the local runtime lays out as a folder name).

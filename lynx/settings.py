@@ -134,9 +134,11 @@ INSTALLED_APPS = [
 # has any). Adding a target is its package and one line here.
 LYNX_TARGETS = {
     "local": "targets.local",
-    # Azure ML: managed online endpoints (SDK v2) first, the default for a new Azure deployment; AKS web
-    # services (SDK v1) for the clusters teams already run.
+    # Azure ML: managed online endpoints (SDK v2) first, the default for a new Azure deployment;
+    # Kubernetes online endpoints (v2) on an AKS cluster a team keeps; AKS web services (SDK v1) for what
+    # teams already run.
     "azureml_managed": "targets.azureml.managed",
+    "azureml_k8s": "targets.azureml.kubernetes",
     "azureml": "targets.azureml",
 }
 # Each target's Django app is its top package (targets.azureml holds both Azure targets).

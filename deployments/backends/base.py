@@ -82,9 +82,10 @@ class ServiceSpec:
     secondary_key: str = ""
     max_batch_size: int = 32
     max_batch_wait_ms: int = 5
-    revision: int = (
-        1  # Lynx's revision of the deployment (a traffic_split target names its deployments by it)
-    )
+    # The deployment's row id: a target tags what it makes with it, so it knows its own from another's.
+    lynx_id: int = 0
+    # Lynx's revision of the deployment (a traffic_split target names its deployments by it).
+    revision: int = 1
     # traffic_split targets: the share of traffic an update gives the new revision at once (100: all of it).
     canary_percent: int = 100
     port: int = 0  # local target: the front port reserved for the deployment (0: none reserved, legacy)

@@ -95,6 +95,7 @@ def service_spec(deployment: Deployment) -> ServiceSpec:
         secondary_key=decrypt(deployment.secondary_key_encrypted),
         max_batch_size=deployment.max_batch_size,
         max_batch_wait_ms=deployment.max_batch_wait_ms,
+        lynx_id=deployment.pk,
         revision=deployment.revision,
         port=deployment.local_port or 0,
         token_auth_enabled=deployment.token_auth_enabled,

@@ -129,7 +129,9 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
                 ((int(rev) if rev.isdigit() else rev, share) for rev, share in traffic.items()), key=str
             ),
             "canary": canary_of(deployment),
-            "traffic_form": ConfirmForm(),
+            # One form (one idempotency key) per button: Roll back after Complete is a second request.
+            "complete_form": ConfirmForm(),
+            "rollback_traffic_form": ConfirmForm(),
             "move_form": MoveForm(deployment=deployment),
             "moved_to": deployment.moved_to.exclude(state="Deleted").select_related("cluster"),
         },

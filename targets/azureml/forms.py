@@ -436,6 +436,46 @@ class ManagedComputeForm(ClusterBaseForm):
         return info.vm_size
 
 
+KUBERNETES_REASON = (
+    "Kubernetes online endpoints (Azure ML v2) run on an AKS cluster you keep: your nodes, your network, "
+    "autoscale by utilisation. The cluster needs the Azure ML extension with inference enabled "
+    "(az k8s-extension create --extension-type Microsoft.AzureML.Kubernetes --config enableInference=True …) "
+    "and, for GPU deployments, an instance type whose limits include nvidia.com/gpu (kubectl apply of an "
+    "amlarc.azureml.com InstanceType): neither can be made through Azure ML's API, so Lynx does not make "
+    "them. Lynx attaches the cluster in the namespace lynx; a cluster attached to v1 keeps its v1 services "
+    "meanwhile."
+)
+
+
+class KubernetesComputeForm(ClusterBaseForm):
+    """Attach an AKS cluster that has the Azure ML extension as Kubernetes compute (v2)."""
+
+    field_order = ["workspace", "name", "attach_resource_id"]  # then the teardown fields
+
+    workspace = forms.ModelChoiceField(queryset=Workspace.objects.order_by("name"), empty_label=None)
+    name = forms.CharField(
+        max_length=24,
+        validators=[cluster_name_rule, azure_name_end_rule],
+        help_text="The compute target's name in the workspace: 3 to 24 letters, digits or hyphens.",
+    )
+    attach_resource_id = forms.CharField(
+        max_length=400,
+        label="AKS resource ID",
+        help_text="/subscriptions/…/resourceGroups/…/providers/Microsoft.ContainerService/managedClusters/…",
+    )
+
+    clean_workspace = AzureClusterForm.clean_workspace
+
+    def clean_attach_resource_id(self) -> str:
+        resource_id = self.cleaned_data["attach_resource_id"].strip()
+        if not AKS_RESOURCE_ID.match(resource_id):
+            raise forms.ValidationError(
+                "That is not an AKS resource ID: it looks like /subscriptions/<id>/resourceGroups/<group>"
+                "/providers/Microsoft.ContainerService/managedClusters/<name>."
+            )
+        return resource_id
+
+
 class AzureKeyForm(forms.Form):
     key = forms.ChoiceField(choices=[("Primary", "Primary"), ("Secondary", "Secondary")])
     idempotency_key = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)

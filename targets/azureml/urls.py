@@ -12,6 +12,7 @@ urlpatterns = [
     path("workspaces/<int:pk>/secret/", views.workspace_secret_view, name="workspace_secret"),
     path("workspaces/<int:pk>/sync/", views.workspace_sync_view, name="workspace_sync"),
     path("clusters/new/azure/managed/", views.azure_managed_new, name="azure_managed_new"),
+    path("clusters/new/azure/kubernetes/", views.azure_kubernetes_new, name="azure_kubernetes_new"),
     path("clusters/new/azure/", views.azure_cluster_new, name="azure_cluster_new"),
     path("clusters/<int:pk>/azure/", views.azure_cluster, name="azure_cluster"),
     path("clusters/<int:pk>/azure/tls/", views.azure_cluster_tls, name="azure_cluster_tls"),

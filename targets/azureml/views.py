@@ -19,17 +19,19 @@ from deployments.services import Refused, cluster_create
 from deployments.services.deployments import deployment_key_regenerate
 from targets.azureml import KIND as AZUREML
 from targets.azureml import KINDS as AZURE_KINDS
-from targets.azureml import MANAGED_KIND
+from targets.azureml import KUBERNETES_KIND, MANAGED_KIND
 from targets.azureml import selectors as azure_selectors
 from targets.azureml.forms import (
     ATTACH_REASON,
     CREATE_WARNING,
+    KUBERNETES_REASON,
     MANAGED_REASON,
     TLS_RENEWAL_NOTE,
     AzureClusterForm,
     AzureKeyForm,
     AzureLogsForm,
     AzureTlsForm,
+    KubernetesComputeForm,
     ManagedComputeForm,
     WorkspaceForm,
     WorkspaceSecretForm,
@@ -213,6 +215,38 @@ def azure_managed_new(request: AuthedRequest) -> HttpResponse:
     )
 
 
+@deployer_required
+def azure_kubernetes_new(request: AuthedRequest) -> HttpResponse:
+    """Attach an AKS cluster with the Azure ML extension as Kubernetes compute, for v2 online endpoints."""
+    initial = {"workspace": request.GET["workspace"]} if request.GET.get("workspace", "").isdigit() else None
+    form = KubernetesComputeForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            operation = cluster_create(
+                user=request.user,
+                name=data["name"],
+                backend=KUBERNETES_KIND,
+                workspace=data["workspace"],
+                attach_resource_id=data["attach_resource_id"],
+                location=data["workspace"].location,
+                expires_at=form.expires_at(),
+                idle_teardown_hours=data.get("idle_teardown_hours"),
+                auto_teardown=data["auto_teardown"],
+                idempotency_key=data["idempotency_key"],
+            )
+        except Refused as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("operation_detail", pk=operation.pk)
+    return render(
+        request,
+        "azure/kubernetes_form.html",
+        {"form": form, "has_workspaces": Workspace.objects.exists(), "reason": KUBERNETES_REASON},
+        status=400 if form.errors else 200,
+    )
+
+
 def _azure_cluster(pk: int, kinds: tuple[str, ...] = (AZUREML,)) -> Cluster:
     return get_object_or_404(Cluster.objects.select_related("workspace").filter(backend__in=kinds), pk=pk)
 
@@ -222,7 +256,7 @@ def azure_cluster(request: AuthedRequest, pk: int) -> HttpResponse:
     """An AKS cluster's Azure facts: Kubernetes version, TLS, and the form to enable or renew TLS; for a
     managed-endpoint instance type, its endpoints."""
     cluster = _azure_cluster(pk, AZURE_KINDS)
-    if cluster.backend == MANAGED_KIND:
+    if cluster.backend in (MANAGED_KIND, KUBERNETES_KIND):
         endpoints = cluster.deployments.exclude(state="Deleted").order_by("name")
         return render(request, "azure/managed_azure.html", {"cluster": cluster, "endpoints": endpoints})
     return render(request, "azure/cluster_azure.html", _cluster_context(cluster, AzureTlsForm()))

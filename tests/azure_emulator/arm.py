@@ -309,6 +309,15 @@ def compute_put(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
         return _compute_update(emu, existing, props)
     if (error := _refuse_name(name)) is not None:
         return error
+    if props.get("computeType") == "Kubernetes":
+        # v2's KubernetesCompute: an attach of a cluster with the AzureML extension.
+        from .v2 import kubernetes
+
+        attached = kubernetes.attach(emu, name, props)
+        if isinstance(attached, Response):
+            return attached
+        emu.record("arm.kubernetes_attach", name=name, resource_id=attached.resource_id)
+        return _begin(emu, attached, "Creating", emu.attach_seconds, status=201)
     if props.get("computeType") != "AKS":
         return arm_error(400, "BadRequest", f"Compute type {props.get('computeType')!r} is not emulated.")
     if props.get("resourceId"):
@@ -420,9 +429,15 @@ def _begin(emu: AzureEmulator, compute: Compute, state: str, seconds: float, *, 
     emu.computes[compute.name] = compute
     op = emu.new_operation("compute", compute.name, seconds)
     compute.operation_id = op.id
-    return Response(
-        status, compute_json(emu, compute), headers={"Azure-AsyncOperation": emu.compute_operation_url(op.id)}
-    )
+    return Response(status, compute_json(emu, compute), headers=_operation_headers(emu, op.id))
+
+
+def _operation_headers(emu: AzureEmulator, op_id: str) -> dict[str, str]:
+    """Azure-AsyncOperation, and the pace azure-core's poller waits between polls (without Retry-After it
+    waits 30 s, whatever the time scale); azureml-core polls its own way and ignores it."""
+    from .v2 import lro
+
+    return {"Azure-AsyncOperation": emu.compute_operation_url(op_id), **lro.retry_after(emu)}
 
 
 def compute_delete(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
@@ -431,7 +446,8 @@ def compute_delete(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respon
     compute = emu.computes.get(m["name"])
     if compute is None:
         return Response(204)
-    action = req.query.get("underlyingResourceAction", "")
+    # azureml-core sends "detach"/"delete", azure-ai-ml "Detach"/"Delete".
+    action = req.query.get("underlyingResourceAction", "").lower()
     emu.record("arm.compute_delete", name=compute.name, action=action)
     if compute.is_attached and action == "delete":
         return arm_error(
@@ -449,7 +465,7 @@ def compute_delete(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respon
     compute.begin("Deleting", emu.delete_seconds)
     op = emu.new_operation("compute", compute.name, emu.delete_seconds)
     compute.operation_id = op.id
-    return Response(202, None, headers={"Azure-AsyncOperation": emu.compute_operation_url(op.id)})
+    return Response(202, None, headers=_operation_headers(emu, op.id))
 
 
 def compute_operation(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
@@ -460,7 +476,9 @@ def compute_operation(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Res
     body: dict[str, Any] = {"status": status}
     if op.error:
         body["error"] = op.error
-    return Response(200, body)
+    from .v2 import lro  # azure-core's poller reads the pace from each status answer
+
+    return Response(200, body, headers=lro.retry_after(emu) if status == "InProgress" else {})
 
 
 def rp_compute_get(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
@@ -712,7 +730,18 @@ def _compute_instance_properties(emu: AzureEmulator, compute: Compute) -> dict[s
 
 def _kubernetes_properties(emu: AzureEmulator, compute: Compute) -> dict[str, Any]:
     # An AKS/Arc cluster attached with the AzureML extension (v2's KubernetesCompute), as the RP's example
-    # shows.
+    # shows; an attached cluster's own namespace, default instance type and instance types (its CRDs).
+    if compute.instance_types is not None:
+        return {
+            "relayConnectionString": None,
+            "serviceBusConnectionString": None,
+            "extensionPrincipalId": None,
+            "extensionInstanceReleaseTrain": "stable",
+            "vcName": None,
+            "namespace": compute.namespace,
+            "defaultInstanceType": compute.default_instance_type,
+            "instanceTypes": dict(compute.instance_types),
+        }
     return {
         "relayConnectionString": None,
         "serviceBusConnectionString": None,

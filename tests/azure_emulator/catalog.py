@@ -339,5 +339,8 @@ PACE.update(
             3600,
             "unverified: how long a managed deployment may take to become ready before the operation fails.",
         ),
+        "kubernetes_deployment_timeout": Step(
+            1200, "azure-2026.md §3: a Kubernetes online deployment's 20-min in-cluster timeout."
+        ),
     }
 )

@@ -12,7 +12,7 @@ from typing import Any
 from . import lifecycle
 from .http import Request, Response
 from .state import Compute, ExternalAks, Injection, iso_now
-from .v2 import rollout
+from .v2 import kubernetes, rollout
 
 
 class ControlAPI:
@@ -166,6 +166,39 @@ class ControlAPI:
         """Another workspace in the region holds this endpoint name (names are unique per region)."""
         self.v2.names_taken_in_region.add(name.lower())
 
+    def create_aks_for_kubernetes_compute(
+        self,
+        name: str,
+        vm_size: str = "Standard_D4s_v5",
+        node_count: int = 3,
+        extension: bool = True,
+        instance_types: dict[str, dict[str, Any]] | None = None,
+        resource_group: str | None = None,
+        kubernetes_version: str = "1.32.6",
+    ) -> str:
+        """An AKS cluster made in AKS (`vm_size` × `node_count`), with the AzureML extension
+        (`Microsoft.AzureML.Kubernetes`, inference enabled) or without; returns its ARM resource id.
+
+        `instance_types`: the extension's InstanceType CRDs, name → {"requests": {"cpu", "memory"},
+        "limits": {"cpu", "memory", "nvidia.com/gpu"}, "nodeSelector": …} (or {"resources": {…}}, the CRD's
+        spec); `defaultinstancetype` exists unless one of that name overrides it. Raises ValueError for a
+        size AKS does not offer or a CRD the extension's validation refuses.
+        """
+        with self._lock:
+            cluster = kubernetes.new_cluster(
+                self,
+                name,
+                vm_size=vm_size,
+                node_count=node_count,
+                extension=extension,
+                instance_types=instance_types,
+                resource_group=resource_group,
+            )
+            self.v2.k8s_clusters[cluster.resource_id.lower()] = cluster
+            # ARM's GET …/managedClusters/{name} answers it, and v1 can attach it as an AKS compute too.
+            self.register_external_aks(cluster.resource_id, cluster.vm_size, node_count, kubernetes_version)
+            return cluster.resource_id
+
     def reset(self) -> None:
         with self._lock:
             self.faults.clear()
@@ -204,6 +237,7 @@ class ControlAPI:
             "cancel-online-deployment": self.cancel_online_deployment,
             "managed-quota": self.set_managed_quota,
             "take-endpoint-name": self.take_endpoint_name,
+            "kubernetes-cluster": self.create_aks_for_kubernetes_compute,
             "reset": self.reset,
         }
         if action == "state" and req.method == "GET":

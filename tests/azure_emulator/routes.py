@@ -45,6 +45,9 @@ def routes() -> list[_Route]:
         ("tls", "GET", _WS, arm.workspace, True),
         ("tls", "PUT", _WS + r"/computes/(?P<name>[^/]+)", arm.compute_put, True),
         ("tls", "DELETE", _WS + r"/computes/(?P<name>[^/]+)", arm.compute_delete, True),
+        # azure-ai-ml reads computes from ARM (azureml-core from the RP below): the same answers.
+        ("tls", "GET", _WS + r"/computes", arm.rp_compute_list, True),
+        ("tls", "GET", _WS + r"/computes/(?P<name>[^/]+)", arm.rp_compute_get, True),
         (
             "tls",
             "GET",

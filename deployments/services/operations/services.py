@@ -88,7 +88,12 @@ def service_deploy_step(operation: Operation) -> StepResult:
             _discard_failed_revision(operation, backend, spec)
         return fail(operation, _target_operation_error(operation, observed))
     if observed.operation_state == STAGE_DONE:
-        return _advance(operation, backend, spec)
+        try:
+            return _advance(operation, backend, spec)
+        except BackendError as exc:
+            if traits.traffic_split and not exc.transient:
+                _discard_failed_revision(operation, backend, spec)  # unless it serves
+            raise
     # While the target's operation runs, the service's state is not its result (an update's old revision is
     # Healthy until the new one replaces it): wait for the operation to end.
     running = observed.operation_state in TARGET_OPERATION_RUNNING
@@ -151,16 +156,15 @@ def service_traffic_step(
     observed = backend.observe_service(spec, operation_ref=operation.params.get("operation_ref"))
     _log_progress(operation, observed)
     if observed.operation_state in TARGET_OPERATION_FAILED:
-        return fail(operation, observed.error or "the traffic shift failed")
+        with transaction.atomic():
+            _traffic_record(operation, deployment, observed)  # what serves now, whatever failed after
+            return fail(operation, observed.error or "the traffic shift failed")
     if observed.operation_state == STAGE_DONE:
         return _advance(operation, backend, spec)
     if observed.operation_state == "Succeeded":
-        split = ", ".join(f"{name} {share} %" for name, share in sorted(observed.traffic.items()))
+        split = ", ".join(f"revision {rev}: {share} %" for rev, share in sorted(observed.traffic.items()))
         with transaction.atomic():
-            stats = {**deployment.stats, "traffic": observed.traffic}
-            Deployment.objects.filter(pk=deployment.pk).update(stats=stats)
-            if percent == 0 and (previous := operation.params.get("previous_revision")):
-                revision_restore(deployment, int(previous))
+            _traffic_record(operation, deployment, observed)
             succeed(operation, f"Succeeded: traffic is now {split}")
         return None
     limit = timeout_s(traits.deploy_timeout_s)
@@ -168,6 +172,18 @@ def service_traffic_step(
         return fail(operation, f"the traffic shift did not finish within {duration(limit)}")
     set_phase(operation, "wait", creep(operation))
     return poll() * traits.poll_factor
+
+
+def _traffic_record(operation: Operation, deployment: Deployment, observed: ServiceObservation) -> None:
+    """Keep the split the target reports; once a rollback has given the previous revision all the traffic,
+    that revision is the deployment's configuration again (even if removing the canary failed after)."""
+    if not observed.traffic:
+        return
+    stats = {**deployment.stats, "traffic": observed.traffic}
+    Deployment.objects.filter(pk=deployment.pk).update(stats=stats)
+    previous = operation.params.get("previous_revision")
+    if int(operation.params["percent"]) == 0 and previous and observed.traffic.get(str(previous)) == 100:
+        revision_restore(deployment, int(previous))
 
 
 def revision_restore(deployment: Deployment, number: int) -> None:

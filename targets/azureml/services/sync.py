@@ -34,7 +34,8 @@ from deployments.services.specs import workspace_spec
 from deployments.states import ACTIVE_OPERATION_STATES, LIVE_SERVICE_STATES, ProvisioningState, ServiceState
 from deployments.tasks import SYNC_AZURE, SYNC_AZURE_WORKSPACE, task_send
 from targets.azureml import KIND as AZUREML
-from targets.azureml import MANAGED_KIND
+from targets.azureml import KINDS as AZURE_KINDS
+from targets.azureml import KUBERNETES_KIND
 from targets.azureml.v1 import list_resources  # cheap: the SDK is imported only when it runs
 from targets.azureml.v2.sync import list_endpoints
 
@@ -110,10 +111,9 @@ def _findings(
     workspace: Workspace, computes: list[dict[str, Any]], services: list[dict[str, Any]], started: datetime
 ) -> dict[tuple[str, str, str], dict[str, Any]]:
     """(finding, kind, name) → the row's fields, for every discrepancy in this listing."""
-    clusters = Cluster.objects.filter(backend=AZUREML, workspace=workspace)
-    deployments = Deployment.objects.filter(
-        cluster__backend__in=(AZUREML, MANAGED_KIND), cluster__workspace=workspace
-    )
+    # Compute targets: AKS (v1) and Kubernetes (v2) clusters; a managed-endpoint "cluster" is none.
+    clusters = Cluster.objects.filter(backend__in=(AZUREML, KUBERNETES_KIND), workspace=workspace)
+    deployments = Deployment.objects.filter(cluster__backend__in=AZURE_KINDS, cluster__workspace=workspace)
     known_clusters = _known(
         clusters, started, "provisioning_state", ProvisioningState.DELETED, ProvisioningState.FAILED
     )

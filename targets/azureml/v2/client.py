@@ -91,6 +91,11 @@ def ml_client(spec: WorkspaceSpec) -> Any:
     return _connected(spec)[0]
 
 
+def arm_base(spec: WorkspaceSpec) -> str:
+    """Azure Resource Manager's base URL for the workspace's cloud."""
+    return _connected(spec)[2]
+
+
 def arm_get(spec: WorkspaceSpec, url: str) -> dict[str, Any]:
     """GET an ARM URL Azure handed out (an operation's status) with the client's credential. Only an https URL
     on ARM's own host under the workspace's subscription gets the token: a reference that came from anywhere

@@ -38,6 +38,8 @@ from .errors import azure_v2, not_found
 # The CPU image of Azure ML's curated inference base (Ubuntu 22.04); GPU deployments use deployments.cuda's.
 CPU_BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 BUSY = ("Creating", "Updating", "Deleting", "Provisioning")
+RUNNING_OPERATION = ("Creating", "Updating", "Provisioning")  # a submission of ours may be behind it
+LYNX_TAG = "lynx_deployment"  # the endpoint's tag: which Lynx deployment it is (Lynx's row id)
 ENDED_BADLY = ("Failed", "Canceled")
 LOG_TAIL_LINES = 30
 
@@ -159,8 +161,24 @@ class ManagedEndpointBackend:
             name=spec.name,
             auth_mode="aml_token" if spec.token_auth_enabled else "key",
             description=f"Lynx deployment {spec.name}",
-            tags={"created_by": "lynx"},
+            tags=self._tags(spec),
         )
+
+    @staticmethod
+    def _tags(spec: ServiceSpec) -> dict[str, str]:
+        return {"created_by": "lynx", LYNX_TAG: str(spec.lynx_id)}
+
+    @staticmethod
+    def _owned(spec: ServiceSpec, endpoint: Any) -> None:
+        """Refuse an endpoint of that name that is not this deployment's: Lynx would take over its traffic and
+        remove its deployments. (Endpoint names are unique in a region, across workspaces.)"""
+        tags = dict(getattr(endpoint, "tags", None) or {})
+        if tags.get(LYNX_TAG) != str(spec.lynx_id):
+            raise BackendError(
+                f"An endpoint named {spec.name} already exists in the workspace and is not this deployment's "
+                f"(made outside Lynx, or left by another deployment): choose another name, or delete that "
+                "endpoint on Azure first."
+            )
 
     def _new_deployment(self, spec: ServiceSpec, **common: Any) -> Any:
         """The revision's deployment: whole instances of the cluster's instance type."""
@@ -174,6 +192,8 @@ class ManagedEndpointBackend:
         """Create the endpoint (key or token auth); the revision's deployment follows once it exists."""
         self._check(spec)
         endpoint = self._endpoint(spec)
+        if endpoint is not None:
+            self._owned(spec, endpoint)
         if endpoint is not None and endpoint.provisioning_state == "Succeeded":
             return self._submit_deployment(spec)
         if endpoint is not None:
@@ -187,7 +207,11 @@ class ManagedEndpointBackend:
 
         name = deployment_name(spec.revision)
         existing = self._deployments(spec).get(name)
-        if existing is not None and existing.provisioning_state in BUSY:
+        if existing is not None and existing.provisioning_state == "Deleting":
+            raise BackendError(
+                f"Azure is still removing the earlier {name} of {spec.name}; trying again.", transient=True
+            )
+        if existing is not None and existing.provisioning_state in RUNNING_OPERATION:
             # Submitted already (a worker died before the step kept the reference): follow it, since a second
             # PUT would be Azure's 409.
             return Stage("deployment", name).ref()
@@ -237,15 +261,30 @@ class ManagedEndpointBackend:
         return self._submit_deployment(spec)
 
     def restart_service(self, spec: ServiceSpec) -> str | None:
-        """Azure has no restart: deploy the same revision again (the deployment is updated in place)."""
+        """Azure has no restart. A revision that is fine but gets no traffic gets it back; otherwise the
+        revision is deployed again in place (and gets its traffic on the next restart, if still none)."""
+        name = deployment_name(spec.revision)
+        existing = self._deployments(spec).get(name)
+        endpoint = self._endpoint(spec)
+        if (
+            existing is not None
+            and existing.provisioning_state == "Succeeded"
+            and endpoint is not None
+            and not (endpoint.traffic or {}).get(name)
+        ):
+            return self._set_traffic(spec, self._split(spec, name, 100), Stage("traffic", name, percent=100))
         return self._submit_deployment(spec)
 
     def _set_traffic(self, spec: ServiceSpec, traffic: dict[str, int], stage: Stage) -> str:
         endpoint = self._endpoint(spec)
         if endpoint is None:
             raise BackendError(f"The endpoint {spec.name} no longer exists on Azure.")
-        if {n: int(v) for n, v in (endpoint.traffic or {}).items()} == traffic:
-            return stage.ref()  # set already (a step taken over after its worker died)
+        if {n: int(v) for n, v in (endpoint.traffic or {}).items()} == traffic or (
+            endpoint.provisioning_state in RUNNING_OPERATION
+        ):
+            # Set already, or being set (a step taken over after its worker died: a second PUT would be a
+            # 409); the traffic stage waits until the endpoint shows this split.
+            return stage.ref()
         endpoint.traffic = traffic
         with azure_v2(f"Setting the traffic of {spec.name!r}"):
             poller = self.ml.online_endpoints.begin_create_or_update(endpoint)
@@ -257,7 +296,8 @@ class ManagedEndpointBackend:
         endpoint = self._endpoint(spec)
         current = dict(endpoint.traffic or {}) if endpoint is not None else {}
         others = sorted(
-            (n for n in self._deployments(spec) if n != name), key=lambda n: (-current.get(n, 0), n)
+            (n for n in self._deployments(spec) if n != name and revision_of(n) is not None),
+            key=lambda n: (-current.get(n, 0), n),
         )
         if not others:
             return {name: 100}
@@ -285,7 +325,9 @@ class ManagedEndpointBackend:
         if stage.stage == "traffic":
             endpoint = self._endpoint(spec)
             traffic = dict(endpoint.traffic or {}) if endpoint is not None else {}
-            idle = sorted(n for n in self._deployments(spec) if not traffic.get(n))
+            idle = sorted(
+                n for n in self._deployments(spec) if not traffic.get(n) and revision_of(n) is not None
+            )
             removing = Stage("remove", stage.name, remove=idle)
             for name in idle:
                 with azure_v2(f"Removing deployment {name} of {spec.name!r}, which no longer gets traffic"):
@@ -370,6 +412,12 @@ class ManagedEndpointBackend:
             return (STAGE_DONE if state == "Succeeded" else "Running"), ""
         if stage.stage == "remove":
             left = [n for n in stage.remove if n in deployments]
+            stuck = [n for n in left if deployments[n].provisioning_state in ENDED_BADLY]
+            if stuck:
+                return "Failed", (
+                    f"Azure could not remove {', '.join(stuck)} of {spec.name}, which no longer gets "
+                    "traffic: it may still bill; delete it from the endpoint on Azure."
+                )
             return ("Running" if left else "Succeeded"), ""
         return "", ""
 
@@ -397,13 +445,17 @@ class ManagedEndpointBackend:
             state = "Healthy"
         elif serving:
             state = "Unhealthy"
+        elif any(d.provisioning_state in BUSY for d in deployments.values()):
+            state = "Transitioning"
         else:
-            state = "Transitioning" if deployments else "Unhealthy"
+            state = "Unhealthy"
         by_revision = {str(revision_of(n) or n): share for n, share in traffic.items()}
         progress = tuple(
             f"{d.name}: {d.provisioning_state}" for d in sorted(deployments.values(), key=lambda d: d.name)
         ) + ((f"traffic: {', '.join(f'{n} {p} %' for n, p in sorted(traffic.items()))}",) if traffic else ())
         operation_state, error = "", ""
+        if state == "Unhealthy" and not serving:
+            error = f"No deployment of {spec.name} gets traffic: scoring requests reach nothing."
         stage = Stage.parse(operation_ref)
         if stage is not None:
             operation_state, error = self._stage_state(spec, stage, endpoint, deployments)

@@ -1,10 +1,12 @@
-"""Azure ML v2 (azure-ai-ml) for managed online endpoints: the ARM surface, the assets the SDK uploads and
-registers, and the `*.inference.ml.azure.com` data plane.
+"""Azure ML v2 (azure-ai-ml) for managed and Kubernetes online endpoints: the ARM surface, the assets the SDK
+uploads and registers, the `*.inference.ml.azure.com` data plane and the Kubernetes extension's azureml-fe.
 
 `V2State` is the emulator's v2 state (`emulator.v2`); `ROUTES` is registered by routes.py; `advance` runs on
 the emulator's clock (every request and every host's news), `stop_hosts` with the emulator's own.
 Modules: `lro` (ARM long-running operations), `endpoints`, `deployments` (validation, quota, handlers),
-`rollout` (build → provision → start → settle, with the v1 build.py and hosts.py), `assets` (datastores,
+`rollout` (build → provision → start → settle, with the v1 build.py and hosts.py), `kubernetes` (AKS
+clusters with the AzureML extension, KubernetesCompute attach, Kubernetes deployments' rules and pods,
+their azureml-fe data plane), `assets` (datastores,
 blobs, models, codes, environments), `quotas` (usages, VM sizes), `scoring` (the data plane).
 """
 
@@ -15,7 +17,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from .. import catalog
-from . import assets, deployments, endpoints, errors, lro, quotas, rollout, scoring
+from . import assets, deployments, endpoints, errors, kubernetes, lro, quotas, rollout, scoring
 from .resources import ArmOperation, OnlineDeployment, OnlineEndpoint
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ class V2State:
         self.quota: dict[str, int] = dict(catalog.MANAGED_QUOTA_DEFAULTS)
         self.names_taken_in_region: set[str] = set()  # endpoint names other workspaces in the region hold
         self.blob_metadata: dict[str, dict[str, str]] = {}  # "container/path" → x-ms-meta-* of the blob
+        # AKS clusters made in AKS, with or without the AzureML extension (resource id, lower → cluster)
+        self.k8s_clusters: dict[str, kubernetes.KubernetesCluster] = {}
         self._identities: dict[str, str] = {}
 
     def identity_of(self, endpoint: str) -> str:
@@ -50,7 +54,7 @@ class V2State:
         used = 0
         for deployment in self.deployments.values():
             sku = catalog.managed_sku(deployment.instance_type)
-            if deployment is excluding or sku is None or sku.family != family:
+            if deployment is excluding or deployment.is_kubernetes or sku is None or sku.family != family:
                 continue
             if deployment.provisioning_state in ("Failed", "Canceled", "Deleting"):
                 continue
@@ -117,5 +121,8 @@ ROUTES = [
     ("tls", "GET", _DEP + r"/skus", deployments.skus, True),
     *assets.ROUTES,
     ("inference", "*", r"/score", scoring.score, False),
+    # Kubernetes online endpoints: the extension's azureml-fe (the emulator's plain listener), key auth.
+    ("plain", "*", r"/api/v1/endpoint/(?P<name>[^/]+)/score", kubernetes.score, False),
+    ("plain", "GET", r"/api/v1/endpoint/(?P<name>[^/]+)/swagger\.json", kubernetes.swagger, False),
     ("inference", "GET", r"/swagger\.json", scoring.swagger, False),
 ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import arm, catalog
 from ..http import Request, Response
-from . import errors, lro, rollout
+from . import errors, kubernetes, lro, rollout
 from .endpoints import name_problem
 from .resources import OnlineDeployment, system_data
 
@@ -35,7 +35,7 @@ def deployment_json(emu: AzureEmulator, d: OnlineDeployment) -> dict[str, Any]:
         "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
         "location": d.location,
         "tags": d.body.get("tags") or {},
-        "kind": d.body.get("kind") or "Managed",
+        "kind": d.body.get("kind") or ("Kubernetes" if d.is_kubernetes else "Managed"),
         "sku": sku,
         "properties": {
             **props,
@@ -44,10 +44,22 @@ def deployment_json(emu: AzureEmulator, d: OnlineDeployment) -> dict[str, Any]:
             "requestSettings": {**rollout.DEFAULT_REQUEST_SETTINGS, **(props.get("requestSettings") or {})},
             "livenessProbe": {**rollout.DEFAULT_PROBE, **(props.get("livenessProbe") or {})},
             "readinessProbe": {**rollout.DEFAULT_PROBE, **(props.get("readinessProbe") or {})},
+            # azure-ai-ml reads it on every Kubernetes deployment; without a resources section, nulls
+            # (unverified: Azure may report the instance type's values).
+            **({"containerResourceRequirements": _container_resources(props)} if d.is_kubernetes else {}),
             "provisioningState": d.provisioning_state,
             **({"error": d.error} if d.error else {}),
         },
         "systemData": system_data(d.created, d.modified, emu.client_id),
+    }
+
+
+def _container_resources(props: dict[str, Any]) -> dict[str, Any]:
+    sent = props.get("containerResourceRequirements") or {}
+    empty = {"cpu": None, "memory": None, "gpu": None}
+    return {
+        "containerResourceRequests": {**empty, **(sent.get("containerResourceRequests") or {})},
+        "containerResourceLimits": {**empty, **(sent.get("containerResourceLimits") or {})},
     }
 
 
@@ -87,6 +99,29 @@ def _endpoint_or_problem(emu: AzureEmulator, req: Request, m: re.Match[str]) -> 
     return None
 
 
+def _compute_type_problem(
+    emu: AzureEmulator, ep: Any, body: dict[str, Any], existing: OnlineDeployment | None
+) -> Response | None:
+    """Managed deployments on managed endpoints (SKU and quota checks), Kubernetes ones on Kubernetes
+    endpoints (kubernetes.deployment_problem). The cross-type refusals' wordings are unverified."""
+    props = body.get("properties") or {}
+    compute_type = str(props.get("endpointComputeType") or "Managed")
+    if ep.is_kubernetes:
+        if compute_type != "Kubernetes":
+            return errors.arm_error(
+                400,
+                "BadArgument",
+                "Only Kubernetes deployments can be created on a Kubernetes online endpoint.",
+            )
+        return kubernetes.deployment_problem(emu, ep, body)
+    if compute_type != "Managed":
+        return errors.arm_error(
+            400, "BadArgument", "Only Managed deployments can be created on a managed online endpoint."
+        )
+    count = int((body.get("sku") or {}).get("capacity") or 1)
+    return sku_problem(emu, str(props.get("instanceType") or ""), count, existing)
+
+
 def deployment_put(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
     if (problem := _endpoint_or_problem(emu, req, m)) is not None:
         return problem
@@ -100,13 +135,12 @@ def deployment_put(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Respon
     if existing is None and (problem := name_problem(name, "a deployment")) is not None:
         return errors.arm_error(400, "BadArgument", problem)
     props = body.get("properties") or {}
-    if str(props.get("endpointComputeType") or "Managed") != "Managed":
-        return errors.arm_error(
-            400, "BadArgument", "Only Managed deployments can be created on a managed online endpoint."
-        )
-    count = int((body.get("sku") or {}).get("capacity") or 1)
-    if (problem := sku_problem(emu, str(props.get("instanceType") or ""), count, existing)) is not None:
+    if (problem := _compute_type_problem(emu, ep, body, existing)) is not None:
         return problem
+    if ep.is_kubernetes:
+        # Azure reports the instance type a deployment without one runs on: the compute's default.
+        props = {**props, "instanceType": kubernetes.instance_type_of(emu, ep, body)}
+        body = {**body, "properties": props}
     op = lro.start(emu, "deployment", ep.name, name, action="create" if existing is None else "update")
     if existing is None:
         deployment = OnlineDeployment(
@@ -137,11 +171,8 @@ def deployment_patch(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Resp
         return errors.conflict("online deployment", deployment.name, deployment.provisioning_state)
     patch = req.json() or {}
     body = {**deployment.body, **{k: v for k, v in patch.items() if k in ("tags", "sku")}}
-    if (
-        problem := sku_problem(
-            emu, deployment.instance_type, int((body.get("sku") or {}).get("capacity") or 1), deployment
-        )
-    ) is not None:
+    ep = emu.v2.endpoints[m["name"]]
+    if (problem := _compute_type_problem(emu, ep, body, deployment)) is not None:
         return problem
     deployment.body = body
     op = lro.start(emu, "deployment", deployment.endpoint, deployment.name, action="update")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import arm, catalog
 from ..http import Request, Response
 from ..state import new_key
-from . import errors, lro
+from . import errors, kubernetes, lro
 from .resources import OnlineEndpoint, system_data
 
 if TYPE_CHECKING:
@@ -48,13 +48,17 @@ def scoring_host(emu: AzureEmulator, name: str) -> str:
 def endpoint_json(emu: AzureEmulator, ep: OnlineEndpoint) -> dict[str, Any]:
     props = dict(ep.body.get("properties") or {})
     host = scoring_host(emu, ep.name)
+    scoring_uri, swagger_uri = f"https://{host}/score", f"https://{host}/swagger.json"
+    if ep.is_kubernetes:
+        scoring_uri, swagger_uri = kubernetes.scoring_uris(emu, ep.name)
     return {
         "id": f"{emu.workspace_scope}/onlineEndpoints/{ep.name}",
         "name": ep.name,
         "type": "Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
         "location": ep.location,
         "tags": ep.body.get("tags") or {},
-        "kind": ep.body.get("kind") or "Managed",
+        # Unverified: the kind Azure reports for a Kubernetes endpoint the SDK sent without one.
+        "kind": ep.body.get("kind") or ("K8S" if ep.is_kubernetes else "Managed"),
         "identity": {
             "type": "SystemAssigned",
             "principalId": emu.v2.identity_of(ep.name),
@@ -68,8 +72,9 @@ def endpoint_json(emu: AzureEmulator, ep: OnlineEndpoint) -> dict[str, Any]:
                 "azureml.onlineendpointid": f"{emu.workspace_scope}/onlineendpoints/{ep.name}".lower(),
                 "AzureAsyncOperationUri": "",
             },
-            "scoringUri": f"https://{host}/score",
-            "swaggerUri": f"https://{host}/swagger.json",
+            "scoringUri": scoring_uri,
+            "swaggerUri": swagger_uri,
+            **({"compute": ep.compute} if ep.is_kubernetes else {}),
             "traffic": dict(ep.traffic),
             "mirrorTraffic": dict(ep.mirror_traffic),
             "publicNetworkAccess": props.get("publicNetworkAccess") or "Enabled",
@@ -122,6 +127,8 @@ def _create(emu: AzureEmulator, name: str, body: dict[str, Any]) -> Response:
     props = body.get("properties") or {}
     if str(props.get("authMode") or "Key").lower() not in AUTH_MODES:
         return errors.arm_error(400, "BadArgument", f"Invalid authMode {props.get('authMode')!r}.")
+    if props.get("compute") and (problem := kubernetes.compute_problem(emu, str(props["compute"]))):
+        return problem
     if props.get("traffic"):
         # A new endpoint has no deployments yet, so any traffic names one that does not exist.
         if (problem := _traffic_problem(emu, name, props["traffic"])) is not None:

@@ -53,6 +53,15 @@ class OnlineEndpoint:
         return str((self.body.get("properties") or {}).get("authMode") or "Key")
 
     @property
+    def compute(self) -> str | None:
+        """The Kubernetes compute (ARM id or name) of a Kubernetes online endpoint; None for a managed one."""
+        return (self.body.get("properties") or {}).get("compute") or None
+
+    @property
+    def is_kubernetes(self) -> bool:
+        return bool(self.compute)
+
+    @property
     def busy(self) -> bool:
         return self.provisioning_state in BUSY_STATES
 
@@ -101,6 +110,10 @@ class OnlineDeployment:
     @property
     def instance_type(self) -> str:
         return str(self.properties.get("instanceType") or "")
+
+    @property
+    def is_kubernetes(self) -> bool:
+        return self.properties.get("endpointComputeType") == "Kubernetes"
 
     @property
     def instance_count(self) -> int:

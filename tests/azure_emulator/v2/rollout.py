@@ -31,7 +31,7 @@ from .. import catalog, lifecycle
 from ..build import BuildResult, build_image, cuda_major, environment_digest
 from ..hosts import FrontEnd, HostSpec, ScoringHost
 from ..state import iso_now
-from . import assets, errors
+from . import assets, errors, kubernetes
 from .resources import OnlineDeployment
 
 if TYPE_CHECKING:
@@ -64,8 +64,20 @@ def revision_changes(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(old_props.get(f) != new_props.get(f) for f in _REVISION_FIELDS)
 
 
-def deployment_timeout_seconds(emu: AzureEmulator) -> float:
-    return max(emu.pace(catalog.azure_seconds("managed_deployment_timeout")), emu.host_start_floor_seconds)
+def _timeout_step(d: OnlineDeployment | None) -> str:
+    kubernetes_deployment = d is not None and d.is_kubernetes
+    return "kubernetes_deployment_timeout" if kubernetes_deployment else "managed_deployment_timeout"
+
+
+def deployment_timeout_seconds(emu: AzureEmulator, d: OnlineDeployment | None = None) -> float:
+    """Azure's deployment timeout (managed: 3600 s, unverified; Kubernetes: the 20-min in-cluster timeout),
+    paced, floored at `host_start_floor_seconds` real seconds."""
+    return max(emu.pace(catalog.azure_seconds(_timeout_step(d))), emu.host_start_floor_seconds)
+
+
+def _provision_seconds(emu: AzureEmulator, d: OnlineDeployment) -> float:
+    """Managed: allocating VMs and pulling the image; Kubernetes: pods scheduled on existing nodes."""
+    return emu.pace(catalog.azure_seconds("rollout" if d.is_kubernetes else "managed_provision"))
 
 
 def liveness_window_seconds(d: OnlineDeployment) -> float:
@@ -157,7 +169,7 @@ def mms_environment(name: str, props: dict[str, Any]) -> dict[str, Any]:
 def _start(emu: AzureEmulator, d: OnlineDeployment) -> None:
     if not d.needs_host and d.host is not None:
         _log(d.storage_log, f"Scaling {d.name} to {d.instance_count} instance(s) of {d.instance_type}")
-        _enter(emu, d, "provisioning", emu.pace(catalog.azure_seconds("managed_provision")))
+        _enter(emu, d, "provisioning", _provision_seconds(emu, d))
         return
     env_name, env_version, props = environment(emu, d)
     if not props.get("condaFile"):
@@ -170,12 +182,12 @@ def _start(emu: AzureEmulator, d: OnlineDeployment) -> None:
             cuda_major=cuda_major(str(props.get("image") or "")),
             gpu_usable=cuda_major(str(props.get("image") or "")) is not None,
         )
-        _enter(emu, d, "provisioning", emu.pace(catalog.azure_seconds("managed_provision")))
+        _enter(emu, d, "provisioning", _provision_seconds(emu, d))
         return
     digest = environment_digest(mms_environment(env_name, props))
     if digest in emu.images:
         d.build = emu.images[digest]
-        _enter(emu, d, "provisioning", emu.pace(catalog.azure_seconds("managed_provision")))
+        _enter(emu, d, "provisioning", _provision_seconds(emu, d))
         return
     _log(d.storage_log, f"Building image for environment {env_name}:{env_version}")
     _enter(emu, d, "building", emu.pace(catalog.azure_seconds("image_build")))
@@ -192,18 +204,26 @@ def _finish_build(emu: AzureEmulator, d: OnlineDeployment) -> None:
         settle(emu, d, "Failed", errors.image_build_failure(env_name, env_version, log_uri))
         return
     emu.images[result.digest] = result
-    _enter(emu, d, "provisioning", emu.pace(catalog.azure_seconds("managed_provision")))
+    _enter(emu, d, "provisioning", _provision_seconds(emu, d))
 
 
 # --- the container --------------------------------------------------------------------------------------
 
 
-def _gpus(instance_type: str) -> int:
-    size = catalog.vm_size(instance_type)
+def _gpus(emu: AzureEmulator, d: OnlineDeployment) -> int:
+    """The container's GPUs: a managed instance's (its VM size's), a Kubernetes pod's GPU limit."""
+    if d.is_kubernetes:
+        return kubernetes.gpus_of(emu, d)
+    size = catalog.vm_size(d.instance_type)
     return size.nvidia_gpus_per_node if size is not None else 0
 
 
 def _start_container(emu: AzureEmulator, d: OnlineDeployment) -> None:
+    if d.is_kubernetes and (reason := kubernetes.unschedulable_reason(emu, d)) is not None:
+        # The pods stay Pending: Azure fails the deployment (the previous revision, if any, keeps serving).
+        _log(d.storage_log, f"FailedScheduling: {reason}")
+        settle(emu, d, "Failed", kubernetes.unschedulable(reason))
+        return
     if not d.needs_host and d.host is not None and not d.host.exited:
         settle(emu, d, "Succeeded")
         return
@@ -219,7 +239,7 @@ def _start_container(emu: AzureEmulator, d: OnlineDeployment) -> None:
         return
     variables = {str(k): str(v) for k, v in (d.properties.get("environmentVariables") or {}).items()}
     variables["AZUREML_MODEL_DIR"] = str(model_dir)
-    gpus = _gpus(d.instance_type)
+    gpus = _gpus(emu, d)
     build = d.build
     spec = HostSpec(
         service=f"{d.endpoint}-{d.name}",
@@ -236,7 +256,7 @@ def _start_container(emu: AzureEmulator, d: OnlineDeployment) -> None:
     d.new_host = host
     pid = host.process.pid if host.process else "?"
     _log(d.storage_log, f"Starting inference-server container (revision {d.revisions}, pid {pid})")
-    _enter(emu, d, "starting", deployment_timeout_seconds(emu))
+    _enter(emu, d, "starting", deployment_timeout_seconds(emu, d))
     d.probe_deadline = time.monotonic() + liveness_window_seconds(d)
     lifecycle.wake_in(emu, liveness_window_seconds(d))
 
@@ -290,7 +310,7 @@ def _watch(emu: AzureEmulator, d: OnlineDeployment, now: float) -> None:
         )
         settle(emu, d, "Failed", errors.container_crashed(reason))
     elif now >= d.deadline:
-        minutes = math.ceil(catalog.azure_seconds("managed_deployment_timeout") / 60)
+        minutes = math.ceil(catalog.azure_seconds(_timeout_step(d)) / 60)
         settle(emu, d, "Failed", errors.deployment_timeout(minutes))
 
 

@@ -45,7 +45,9 @@ def endpoint_of_host(emu: AzureEmulator, host: str) -> OnlineEndpoint | None:
     if not host.endswith(suffix):
         return None
     name = host.removesuffix(suffix)
-    return next((ep for n, ep in emu.v2.endpoints.items() if n.lower() == name), None)
+    return next(
+        (ep for n, ep in emu.v2.endpoints.items() if n.lower() == name and not ep.is_kubernetes), None
+    )
 
 
 def _authorized(ep: OnlineEndpoint, req: Request) -> bool:
@@ -70,25 +72,32 @@ def choose(emu: AzureEmulator, ep: OnlineEndpoint, pinned: str) -> OnlineDeploym
     return deployments[_rng.choices(names, weights=shares)[0]]
 
 
-def _error(status: int, text: str, deployment: str = "") -> Response:
+def error(status: int, text: str, deployment: str = "") -> Response:
     headers = {DEPLOYMENT_HEADER: deployment} if deployment else {}
     return Response(status, text.encode(), headers=headers, content_type="text/plain; charset=utf-8")
 
 
 def score(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
     ep = endpoint_of_host(emu, req.host)
-    if ep is None or ep.provisioning_state in ("Creating", "Deleting"):
-        return _error(404, f"Endpoint {req.host.split('.')[0]} not found.")
+    if ep is None:
+        return error(404, f"Endpoint {req.host.split('.')[0]} not found.")
+    return serve(emu, req, ep)
+
+
+def serve(emu: AzureEmulator, req: Request, ep: OnlineEndpoint) -> Response:
+    """One scoring request to an endpoint, managed or Kubernetes (azureml-fe routes the same way)."""
+    if ep.provisioning_state in ("Creating", "Deleting"):
+        return error(404, f"Endpoint {ep.name} not found.")
     if not _authorized(ep, req):
-        return _error(
+        return error(
             401, "Unauthorized: the key or token is invalid or missing (Authorization: Bearer <key>)."
         )
     chosen = choose(emu, ep, req.headers.get(DEPLOYMENT_HEADER, "").strip())
     if isinstance(chosen, str):
-        return _error(404, chosen)
+        return error(404, chosen)
     host: ScoringHost | None = chosen.host
     if host is None or host.exited or not host.ready:
-        return _error(502, f"Deployment {chosen.name} has no ready instance.", chosen.name)
+        return error(502, f"Deployment {chosen.name} has no ready instance.", chosen.name)
     chosen.requests_served += 1
     settings = {**DEFAULT_REQUEST_SETTINGS, **(chosen.properties.get("requestSettings") or {})}
     timeout = seconds_of(settings.get("requestTimeout"), 5.0)
@@ -100,13 +109,13 @@ def score(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
     def proxied() -> Response:
         # Runs after the emulator's lock is released: only this request waits for the container.
         if not front_end.admit(capacity, MAX_QUEUE_WAIT_SECONDS):
-            return _error(429, "Too many pending requests: the deployment's instances are all busy.", name)
+            return error(429, "Too many pending requests: the deployment's instances are all busy.", name)
         try:
             status, headers, body = host.forward(req.method, path, req.headers, req.body, timeout)
         except TimeoutError:
-            return _error(408, f"Request timed out after {int(timeout * 1000)} ms (requestTimeout).", name)
+            return error(408, f"Request timed out after {int(timeout * 1000)} ms (requestTimeout).", name)
         except OSError as exc:
-            return _error(502, f"The deployment's container closed the connection ({exc}).", name)
+            return error(502, f"The deployment's container closed the connection ({exc}).", name)
         finally:
             front_end.release()
         content_type = headers.pop("Content-Type", None) or headers.pop("content-type", None) or ""
@@ -125,7 +134,11 @@ def score(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
 def swagger(emu: AzureEmulator, req: Request, m: re.Match[str]) -> Response:
     ep = endpoint_of_host(emu, req.host)
     if ep is None:
-        return _error(404, "Endpoint not found.")
+        return error(404, "Endpoint not found.")
+    return swagger_of(ep)
+
+
+def swagger_of(ep: OnlineEndpoint) -> Response:
     return Response(
         200,
         {

@@ -437,3 +437,98 @@ def test_a_deployment_not_ready_within_azures_timeout_fails_with_its_reason_and_
         time.sleep(0.2)
         azure_emulator.tick()
     assert not azure_deployments(azure_emulator, deployment)
+
+
+# --- what an outside review reproduced ----------------------------------------------------------------------
+
+
+def settle(emu, predicate, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        emu.tick()
+    return predicate()
+
+
+def test_an_endpoint_of_the_same_name_that_is_not_this_deployments_is_left_alone(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    first, _ = deploy(deployer, cluster, tiny_model)
+    assert run_inline(
+        deployment_update(user=deployer, deployment=first, max_batch_size=8).pk, timeout=120
+    ).state
+    assert settle(azure_emulator, lambda: azure_deployments(azure_emulator, first) == {"rev2"})
+    # Lynx no longer accounts for it (a row marked Deleted while its endpoint stayed, or one made elsewhere).
+    Deployment.objects.filter(pk=first.pk).update(state="Deleted")
+
+    _, operation = deploy(deployer, cluster, tiny_model, name=first.name, expect="failed")
+
+    assert (
+        f"An endpoint named {first.name} already exists in the workspace and is not this" in operation.error
+    )
+    assert azure_deployments(azure_emulator, first) == {"rev2"}  # nothing of it taken over or removed
+    assert azure_emulator.v2.endpoints[first.name].traffic == {"rev2": 100}
+
+
+def test_a_traffic_stage_taken_over_while_azure_sets_it_follows_it_and_removes_the_old_revision(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    from deployments.models import Operation
+    from deployments.services import operation_advance
+
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment, _ = deploy(deployer, cluster, tiny_model)
+    update = deployment_update(user=deployer, deployment=deployment, max_batch_size=8)
+    deadline, deployment_ref = time.monotonic() + 120, ""
+    while True:  # step until the traffic PUT has gone out
+        operation = Operation.objects.get(pk=update.pk)
+        ref = operation.params.get("operation_ref", "")
+        if '"stage": "deployment"' in ref:
+            deployment_ref = ref
+        if '"stage": "traffic"' in ref:
+            break
+        assert time.monotonic() < deadline
+        operation_advance(operation_id=update.pk)
+        time.sleep(0.2)
+    # Its worker died after the PUT, before it kept the reference: the step is taken over, at Azure's pace.
+    azure_emulator.time_scale *= 50
+    Operation.objects.filter(pk=update.pk).update(
+        params={**operation.params, "operation_ref": deployment_ref}, lease_until=None
+    )
+    operation = run_inline(update.pk, timeout=120)
+    assert operation.state == "succeeded", operation.error
+    assert settle(azure_emulator, lambda: azure_deployments(azure_emulator, deployment) == {"rev2"})
+
+
+def test_a_deployment_whose_revision_gets_no_traffic_is_unhealthy_with_the_reason_and_gets_it_back(
+    deployer, workspace, tiny_model, azure_emulator
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from deployments.services import services_reconcile
+    from deployments.services.specs import backend_for
+
+    cluster = managed(deployer, workspace, vm_size=CPU_SIZE).cluster
+    deployment, _ = deploy(deployer, cluster, tiny_model)
+    ml = backend_for(cluster).ml
+    endpoint = ml.online_endpoints.get(deployment.name)
+    endpoint.traffic = {"rev1": 0}  # someone set it in the studio
+    ml.online_endpoints.begin_create_or_update(endpoint)
+    assert settle(azure_emulator, lambda: not azure_emulator.v2.endpoints[deployment.name].busy)
+    Deployment.objects.filter(pk=deployment.pk).update(stats={})  # observe at the next pass
+    start = timezone.now()
+    for minute in range(12):
+        services_reconcile("elsewhere", now=start + timedelta(minutes=minute))
+        azure_emulator.tick()
+        deployment.refresh_from_db()
+        if minute == 0:
+            assert deployment.state == "Unhealthy"
+            assert "gets traffic" in deployment.error
+        if deployment.state == "Healthy":
+            break
+        time.sleep(0.3)
+    assert deployment.state == "Healthy", deployment.error
+    assert azure_emulator.v2.endpoints[deployment.name].traffic == {"rev1": 100}
