@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from deployments.models import Cluster, Deployment, ScoringRun
+from deployments.models import Cluster, Deployment, Operation, ScoringRun
 from tests.conftest import wait_for_operation
 from tests.targets.azureml.conftest import GPU_SIZE, unique
 
@@ -43,7 +43,8 @@ def test_a_deployer_deploys_to_a_gpu_managed_endpoint_scores_a_jpeg_runs_a_canar
     page.fill("input[name=name]", instance_type)
     page.select_option("select[name=vm_size]", GPU_SIZE)
     page.click("button:has-text('Add instance type')")
-    assert wait_for_operation(page) == "succeeded"
+    state = wait_for_operation(page)
+    assert state == "succeeded", (page.inner_text("#op-log"), list(Operation.objects.values("kind", "error")))
     cluster = Cluster.objects.get(name=instance_type)
     assert (cluster.backend, cluster.gpu_kind) == ("azureml_managed", "NVIDIA T4")
 

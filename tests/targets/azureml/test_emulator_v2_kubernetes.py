@@ -126,7 +126,7 @@ def test_a_cluster_with_the_extension_attaches_with_its_instance_types_and_detac
         "nvidia.com/gpu": None,
     }
     assert types["gpu-t4"]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert name in {c.name for c in ml.compute.list()}
+    assert ml.compute.get(name).type == "kubernetes"
 
     ml.compute.begin_delete(name, action="Detach").result()
     with pytest.raises(ResourceNotFoundError):
