@@ -358,7 +358,6 @@ class MoveForm(IdempotentForm):
         ).order_by("name")
         if not self.is_bound:
             self.initial.setdefault("name", f"{deployment.name[:29]}-v2")
-            self.initial.setdefault("cluster", clusters.queryset.first())
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]

@@ -106,6 +106,7 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = _deployment(pk)
     environment = check_environment(deployment.environment_yaml)
     traffic = {str(k): int(v) for k, v in (deployment.stats.get("traffic") or {}).items()}
+    move_form = MoveForm(deployment=deployment)
     return render(
         request,
         "deployments/deployment_detail.html",
@@ -132,8 +133,10 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             # One form (one idempotency key) per button: Roll back after Complete is a second request.
             "complete_form": ConfirmForm(),
             "rollback_traffic_form": ConfirmForm(),
-            "move_form": MoveForm(deployment=deployment),
-            "moved_to": deployment.moved_to.exclude(state="Deleted").select_related("cluster"),
+            "move_form": move_form,
+            # Evaluated once each, whatever the page shows: the page's queries do not depend on the data.
+            "move_choices": list(move_form.fields["cluster"].queryset),
+            "moved_to": list(deployment.moved_to.exclude(state="Deleted").select_related("cluster")),
         },
     )
 

@@ -105,6 +105,8 @@ EXPECTED: dict[str, Expect] = {
     "deployment_update": form("deployment"),
     "deployment_rollback": action("deployment", number="revision"),
     "deployment_delete": action("deployment"),
+    "deployment_traffic": action("deployment"),
+    "deployment_move": action("deployment"),
     "deployment_key_reveal": action("deployment"),
     "deployment_key_regenerate": action("deployment"),
     "deployment_test": Expect(get=(OK, OK, OK), post=(FORBIDDEN, BAD, BAD), obj="deployment"),
@@ -123,6 +125,8 @@ EXPECTED: dict[str, Expect] = {
     "workspace_secret": admin_form("workspace"),
     "workspace_sync": admin_action("workspace"),
     "azure_cluster_new": form(),
+    "azure_managed_new": form(),
+    "azure_kubernetes_new": form(),
     "azure_deployment": page("azure_deployment"),
     "azure_cluster": page("azure_cluster"),
     # A blank POST is an invalid TLS form: 400 for those who may change the cluster.
