@@ -365,6 +365,12 @@ class MoveForm(IdempotentForm):
             raise forms.ValidationError(f"A deployment named {name} already exists.")
         return name
 
+    def destinations(self) -> list[Cluster]:
+        """The clusters it can move to (one query)."""
+        field = self.fields["cluster"]
+        assert isinstance(field, forms.ModelChoiceField) and field.queryset is not None
+        return list(field.queryset)
+
 
 class ModelUploadForm(forms.Form):
     name = forms.CharField(

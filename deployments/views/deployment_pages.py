@@ -135,7 +135,7 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "rollback_traffic_form": ConfirmForm(),
             "move_form": move_form,
             # Evaluated once each, whatever the page shows: the page's queries do not depend on the data.
-            "move_choices": list(move_form.fields["cluster"].queryset),
+            "move_choices": move_form.destinations(),
             "moved_to": list(deployment.moved_to.exclude(state="Deleted").select_related("cluster")),
         },
     )
