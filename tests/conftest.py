@@ -148,8 +148,13 @@ def worker_env() -> dict[str, str]:
     else:
         auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
         url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    # azure-ai-ml writes "the current cloud" (AZUREML_CURRENT_CLOUD) into this process's environment
+    # whenever a test makes an MLClient; that is the SDK's process state, not configuration, and a worker
+    # that inherits it looks that cloud up before registering its own ("Unknown cloud environment").
+    # Workers start without it, as they do outside the tests.
+    inherited = {k: v for k, v in os.environ.items() if k != "AZUREML_CURRENT_CLOUD"}
     return dict(
-        os.environ,
+        inherited,
         DATABASE_URL=url,
         REDIS_URL=settings.REDIS_URL,
         LYNX_VAR_DIR=str(settings.VAR_DIR),

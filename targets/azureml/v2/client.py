@@ -64,10 +64,6 @@ def _connect(spec: WorkspaceSpec) -> tuple[Any, Any, str]:
                 "registry_discovery_endpoint": cloud["resource_manager"],
             },
         }
-    # azure-ai-ml keeps "the current cloud" in the process's environment (AZUREML_CURRENT_CLOUD) and reads it
-    # in calls that do not take the client's cloud (compute.list_sizes): name the one Lynx uses, so that a
-    # value inherited from a parent process (another client's cloud) cannot send those calls elsewhere.
-    os.environ["AZUREML_CURRENT_CLOUD"] = str(client_kwargs.get("cloud", CLOUD_NAME))
     with azure_v2(f"Signing in to workspace {spec.workspace_name!r}"):
         credential = ClientSecretCredential(
             spec.tenant_id, spec.client_id, spec.client_secret, **credential_kwargs
