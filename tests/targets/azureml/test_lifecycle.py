@@ -186,8 +186,14 @@ def test_a_worker_killed_mid_provision_is_finished_exactly_once_by_another(
         user=deployer, name=name, backend="azureml", workspace=workspace, vm_size=GPU_SIZE
     )
 
-    # Kill the worker once Azure has the cluster and the worker is following its provisioning.
-    wait_for(lambda: Operation.objects.get(pk=operation.pk).phase == "wait", 60, message="cluster submitted")
+    # Kill the worker once Azure has the cluster and the worker holds the message of the next step (received,
+    # not yet run): killed before it took that message, the broker would simply hand it to the next worker.
+    def holds_next_step() -> bool:
+        row = Operation.objects.get(pk=operation.pk)
+        received = [line for line in doomed.log.read_text().splitlines() if "advance_operation[" in line]
+        return row.phase == "wait" and len([line for line in received if "received" in line]) > row.steps
+
+    wait_for(holds_next_step, 60, interval=0.05, message="cluster submitted, its next step held by the worker")
     doomed.kill()
     assert Operation.objects.get(pk=operation.pk).state == "running"
     assert azure_emulator.computes[name].provisioning_state == "Creating"
