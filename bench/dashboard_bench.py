@@ -36,7 +36,9 @@ PASSWORD = "bench-password-not-secret"
 SECTION_DEPLOY = "local deployment of the demo model: submit -> Healthy"
 SECTION_TEST = "test scoring: demo model, one 64x64 PNG"
 SECTION_PAGES = f"dashboard with {DEPLOYMENTS:,} deployments and {AUDIT_EVENTS:,} audit events (PostgreSQL)"
+SECTION_API = f"API with {DEPLOYMENTS:,} deployments and {AUDIT_EVENTS:,} audit events (PostgreSQL, a token)"
 SECTION_MEMORY = "memory: resident MB"
+API_SAMPLES = 50  # requests per endpoint and repeat: p50 and p90 of these
 
 
 def _wait(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
@@ -151,6 +153,7 @@ def run(
         LYNX_VAR_DIR=str(var_dir),
         DJANGO_SETTINGS_MODULE="lynx.settings",
         PYTHONUNBUFFERED="1",
+        LYNX_API_RATE="1000000/m",  # the bench measures the API, not its rate limit
     )
     os.environ.update({key: env[key] for key in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")})
     processes = Processes()
@@ -376,6 +379,7 @@ def _run(
         cursor.execute("VACUUM ANALYZE")  # what autovacuum does to a table this size soon after
     log(f"  ...in {time.monotonic() - began:.0f} s")
     _pages(report, session=session, base=base, dataset=dataset, repeats=repeats, deployer=deployer)
+    _api(report, base=base, dataset=dataset, repeats=repeats, deployer=deployer)
 
     workers = psutil.Process(web.pid).children(recursive=True)
     for process in workers:
@@ -444,3 +448,54 @@ def _pages(report: Report, *, session: requests.Session, base: str, dataset, rep
         if response.status_code not in (200, 302):
             raise RuntimeError(f"{name}: {response.status_code}")
         report.add(SECTION_PAGES, name, "SQL queries", len(queries.captured_queries))
+
+
+def _api(report: Report, *, base: str, dataset, repeats: int, deployer) -> None:
+    """p50/p90 of the API's reads (and a deploy) over HTTP with a token, at the same scale as the pages."""
+    from api.tokens import token_create
+    from deployments.models import AuditEvent
+
+    secret = token_create(actor=deployer, owner=deployer, name=f"bench-{uuid.uuid4().hex[:6]}").secret
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {secret}"
+    deep = AuditEvent.objects.order_by("pk").values_list("pk", flat=True)[AUDIT_EVENTS // 2]
+    reads = {
+        "GET /deployments (first page)": "/api/v1/deployments?limit=50",
+        "GET /deployments/{busy}": f"/api/v1/deployments/{dataset.busy.name}",
+        "GET /audit (first page)": "/api/v1/audit?limit=50",
+        "GET /audit (filtered)": f"/api/v1/audit?actor={dataset.person}&action=deployment",
+        "GET /audit (a page 100,000 rows in)": f"/api/v1/audit?limit=50&cursor={deep}",
+        "GET /operations": "/api/v1/operations?limit=50",
+        "GET /costs": "/api/v1/costs",
+    }
+
+    def timed(name: str) -> float:
+        began = time.perf_counter()
+        if name == "POST /deployments (deploy)":
+            response = api.post(
+                f"{base}/api/v1/deployments",
+                json={
+                    "name": f"api-{uuid.uuid4().hex[:8]}",
+                    "model": dataset.model.name,
+                    "model_version": dataset.model.version,
+                    "cluster": dataset.cluster.name,
+                },
+                timeout=60,
+            )
+            expected = 202
+        else:
+            response = api.get(base + reads[name], timeout=60)
+            expected = 200
+        elapsed = (time.perf_counter() - began) * 1000
+        if response.status_code != expected:
+            raise RuntimeError(f"API {name}: {response.status_code} {response.text[:300]}")
+        return elapsed
+
+    names = [*reads, "POST /deployments (deploy)"]
+    for name in names:
+        timed(name), timed(name)  # warm
+    for _ in range(repeats):
+        for name in names:
+            samples = sorted(timed(name) for _ in range(API_SAMPLES if name in reads else 10))
+            report.add(SECTION_API, name, "p50 ms", statistics.median(samples))
+            report.add(SECTION_API, name, "p90 ms", samples[int(len(samples) * 0.9) - 1])

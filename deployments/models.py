@@ -392,6 +392,9 @@ class AuditEvent(models.Model):
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
     message = models.TextField(blank=True)
+    via = models.CharField(
+        max_length=80, blank=True, help_text='what the action came through, when not the pages: "token ci"'
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

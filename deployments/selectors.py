@@ -293,6 +293,7 @@ AUDIT_COLUMNS = (
     "before",
     "after",
     "message",
+    "via",
 )
 
 

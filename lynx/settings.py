@@ -127,6 +127,9 @@ INSTALLED_APPS = [
     "dashboard",
     "deployments",
     "scoring",
+    "api",
+    # django-ninja, the API's plumbing; listed so its Swagger UI is served from its own static files (no CDN).
+    "ninja",
     "axes",
 ]
 
@@ -151,6 +154,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "api.middleware.audit_via_middleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -219,6 +223,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
 CELERY_BROKER_URL = REDIS_URL.replace("unix://", "redis+socket://", 1)
+
+# The API's rate counters live in Redis, so every web process counts the same token's requests together.
+# The default cache stays in each process's memory (nothing else in Lynx caches).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "api": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "lynx",
+    },
+}
+# Requests per token (or per signed-in person) and period: s, m, h or d.
+LYNX_API_RATE = os.environ.get("LYNX_API_RATE", "600/m")
 CELERY_RESULT_BACKEND = None  # task history lives in the database (Operation), not in the broker
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

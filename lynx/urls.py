@@ -28,6 +28,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("", include("api.urls")),
     path("", include("deployments.urls")),
     # Each target's own pages, if it has any (settings.LYNX_TARGETS).
     *[

@@ -32,6 +32,7 @@ CSV_HEADER = (
     "before",
     "after",
     "message",
+    "via",
 )
 
 
@@ -96,7 +97,7 @@ def _cell(value: Any) -> Any:
 
 
 def csv_row(row: tuple) -> list:
-    pk, created_at, actor, action, rtype, rid, rname, before, after, message = row
+    pk, created_at, actor, action, rtype, rid, rname, before, after, message, via = row
     return [
         pk,
         created_at.astimezone(UTC).isoformat(),
@@ -106,6 +107,7 @@ def csv_row(row: tuple) -> list:
         json.dumps(before or {}, sort_keys=True),
         json.dumps(after or {}, sort_keys=True),
         _cell(message),
+        _cell(via),
     ]
 
 

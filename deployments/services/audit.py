@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -32,6 +35,8 @@ AUDIT_ACTIONS: dict[str, str] = {
     "deployment.key_reveal": "a scoring key was shown in full",
     "deployment.key_regenerate": "a scoring key was replaced",
     "model.register": "a model version was registered",
+    "token.create": "an API token was created",
+    "token.revoke": "an API token was revoked",
     "operation.succeeded": "an operation succeeded",
     "operation.failed": "an operation failed",
     "price.create": "a VM size was priced",
@@ -51,6 +56,36 @@ AUDIT_ACTIONS: dict[str, str] = {
     "azure.billing": "the sync found a resource Lynx gave up on (Failed in Lynx) still in Azure",
     "azure.billing_resolved": "a resource Lynx gave up on is gone from Azure",
 }
+
+
+# What a request came through, when not the pages: set by the API for the length of a request (a context
+# variable, so each thread or task of a server keeps its own) and copied onto the events its actor records.
+_VIA: ContextVar[str] = ContextVar("lynx_audit_via", default="")
+
+
+@contextmanager
+def audit_via(via: str) -> Iterator[None]:
+    """Record the audit events of `via`'s actor made inside this block as made through it ("token ci")."""
+    reset = _VIA.set(via)
+    try:
+        yield
+    finally:
+        _VIA.reset(reset)
+
+
+def audit_via_begin(via: str) -> None:
+    """Mark the rest of the current request as made through `via`; `audit_via_scope` (a middleware around
+    every request) puts the previous value back when the request ends."""
+    _VIA.set(via)
+
+
+@contextmanager
+def audit_via_scope() -> Iterator[None]:
+    reset = _VIA.set("")
+    try:
+        yield
+    finally:
+        _VIA.reset(reset)
 
 
 def audit_families() -> list[str]:
@@ -74,6 +109,7 @@ def audit_record(
     """Append one audit event. Call it inside the transaction that makes the change it records."""
     if action not in AUDIT_ACTIONS:
         raise ValueError(f"audit action {action!r} is not declared in AUDIT_ACTIONS")
+    via = _VIA.get() if isinstance(actor, User) else ""  # the system's own events come through nothing
     return AuditEvent.objects.create(
         # A signed-in person is a User (the user model); None and AnonymousUser are the system.
         actor=actor if isinstance(actor, User) else None,
@@ -85,4 +121,5 @@ def audit_record(
         before=before or {},
         after=after or {},
         message=message,
+        via=via,
     )

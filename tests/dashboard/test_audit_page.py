@@ -166,6 +166,7 @@ def test_csv_export_has_the_same_rows_as_the_filtered_view(client, viewer, deplo
         "before",
         "after",
         "message",
+        "via",
     ]
     pages = [client.get(reverse("audit_list"), {**filters, "page": n}) for n in (1, 2)]
     assert [int(r[0]) for r in rows] == ids_on(pages[0]) + ids_on(pages[1])

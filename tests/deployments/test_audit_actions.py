@@ -14,7 +14,7 @@ from deployments.services.audit import AUDIT_ACTIONS, audit_record
 from deployments.states import OperationState
 
 ROOT = Path(__file__).resolve().parents[2]
-CODE = ("accounts", "dashboard", "deployments", "targets", "workers", "lynx")
+CODE = ("accounts", "api", "dashboard", "deployments", "targets", "workers", "lynx")
 
 
 def _recorded_in_code() -> set[str]:
