@@ -193,7 +193,9 @@ def test_a_worker_killed_mid_provision_is_finished_exactly_once_by_another(
         received = [line for line in doomed.log.read_text().splitlines() if "advance_operation[" in line]
         return row.phase == "wait" and len([line for line in received if "received" in line]) > row.steps
 
-    wait_for(holds_next_step, 60, interval=0.05, message="cluster submitted, its next step held by the worker")
+    wait_for(
+        holds_next_step, 60, interval=0.05, message="cluster submitted, its next step held by the worker"
+    )
     doomed.kill()
     assert Operation.objects.get(pk=operation.pk).state == "running"
     assert azure_emulator.computes[name].provisioning_state == "Creating"
