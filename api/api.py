@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
@@ -97,6 +97,18 @@ def _throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
     response = _error(request, 429, f"Too many requests with this token: try again in {wait} s.")
     response["Retry-After"] = str(wait)
     return response
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _error(request, 413, f"The request body is over what Lynx reads ({exc}).")
+
+
+@api.exception_handler(Exception)
+def _failed(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # A bug: logged with its traceback for the operator; the caller gets JSON, never Django's HTML page.
+    log.exception("API %s %s failed", request.method, request.path)
+    return _error(request, 500, "Lynx failed on this request; the server's log has the details.")
 
 
 @api.exception_handler(HttpError)

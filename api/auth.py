@@ -65,12 +65,18 @@ class SessionOrNone(SessionAuth):
         super().__init__(csrf=True)
         self.write_role = write_role
 
-    def authenticate(self, request: HttpRequest, key: str | None) -> User | None:
+    def __call__(self, request: HttpRequest) -> User | None:
+        # Who, then the role, and only then the CSRF check (ninja's, in super()): Django's CSRF check reads
+        # request.POST, which parses (to disk) a multipart body of anyone sending a made-up csrftoken cookie.
         user = request.user
         if not (isinstance(user, User) and user.is_authenticated):
             return None
         _may_write(request, user, self.write_role)
-        return user
+        return super().__call__(request)
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> User | None:
+        user = request.user
+        return user if isinstance(user, User) and user.is_authenticated else None
 
 
 # Every operation's default: anyone signed in reads, deployers and admins write.

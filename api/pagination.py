@@ -10,6 +10,7 @@ from django.db.models import Model, QuerySet
 from ninja import Schema
 
 from api.errors import InvalidInput
+from api.schemas import is_id
 
 M = TypeVar("M", bound=Model)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
@@ -31,7 +32,7 @@ def page(
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput({"limit": [f"limit is 1 to {MAX_LIMIT}."]})
     if query.cursor:
-        if not query.cursor.isdigit():
+        if not is_id(query.cursor):
             raise InvalidInput(
                 {"cursor": ["This cursor is not one a list gave: pass next_cursor as it came."]}
             )

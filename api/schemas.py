@@ -86,3 +86,9 @@ def started(
     body = operation_out(operation)
     response["Location"] = body["url"]
     return 202, {"operation": body, "warnings": warnings or []}
+
+
+def is_id(text: str) -> bool:
+    """A path or query value that is a row id: ASCII digits only ("²".isdigit() is True; int() refuses it),
+    short enough for a 64-bit column."""
+    return text.isascii() and text.isdigit() and len(text) <= 18

@@ -20,6 +20,8 @@ TOKEN_PREFIX = "lynx_"
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RULE_TEXT = "A token name is up to 64 letters, digits, dots, dashes or underscores."
 MAX_EXPIRES_DAYS = 3650
+# Each token has its own rate: a person's tokens are capped, so minting tokens does not multiply it.
+MAX_LIVE_TOKENS = 20
 # last_used_at is written at most this often per token: a busy script must not turn reads into writes.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -35,15 +37,33 @@ class NewToken:
 
 
 def token_create(
-    *, actor: User | None, owner: User, name: str, expires_days: int | None = None, read_only: bool = False
+    *,
+    actor: User | None,
+    owner: User,
+    name: str,
+    expires_days: int | None = None,
+    read_only: bool = False,
+    parent: ApiToken | None = None,
 ) -> NewToken:
-    """Make a named token for `owner` (the actor is the owner, or an admin at the shell)."""
+    """Make a named token for `owner` (the actor is the owner, or an admin at the shell).
+
+    parent: the token the request came through, if any. A token made through another never outlives it and is
+    read-only if it is, so a leaked short-lived CI token cannot mint a lasting one.
+    """
     if not NAME_RULE.match(name):
         raise Refused(NAME_RULE_TEXT)
     if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRES_DAYS:
         raise Refused(f"A token expires after 1 to {MAX_EXPIRES_DAYS} days (or never).")
+    if ApiToken.objects.filter(user=owner, revoked_at__isnull=True).count() >= MAX_LIVE_TOKENS:
+        raise Refused(
+            f"{owner.get_username()} has {MAX_LIVE_TOKENS} live tokens, the most allowed: revoke one."
+        )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
+    if parent is not None:
+        read_only = read_only or parent.read_only
+        if parent.expires_at is not None and (expires_at is None or expires_at > parent.expires_at):
+            expires_at = parent.expires_at
     try:
         with transaction.atomic():
             token = ApiToken.objects.create(

@@ -9,14 +9,17 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from cli import __version__
 from cli.config import Config
 from cli.errors import CliError, ExitCode, exit_code_for_status
+from cli.output import warn
 
 API_PREFIX = "/api/v1"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # (connect, read): a read waits on one answer; long work is an operation, so two minutes is generous.
 TIMEOUT = (10.0, 120.0)
 # The most we sleep on one Retry-After; a longer one is reported as the 429 it is.
@@ -82,6 +85,16 @@ class Client:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"lynx-cli/{__version__}"
         self.session.headers["Accept"] = "application/json"
+        self._warned_plain_http = False
+
+    def _warn_plain_http(self) -> None:
+        """The token would cross the network readable by anyone on the way: say so, once (a loopback address
+        stays on this machine, and a team may run Lynx behind plain HTTP on purpose)."""
+        parts = urlsplit(self.config.url)
+        if self._warned_plain_http or parts.scheme != "http" or parts.hostname in LOOPBACK:
+            return
+        self._warned_plain_http = True
+        warn(f"sending your token to {parts.hostname} over plain HTTP: use an https:// LYNX_URL")
 
     def url(self, path: str) -> str:
         """The absolute URL of an API path (`/deployments`), or of a server path (`/api/v1/…`) as given."""
@@ -108,6 +121,7 @@ class Client:
         token = self.config.token
         if not token:
             raise CliError("not signed in: run `lynx login` or set LYNX_TOKEN", ExitCode.NOT_SIGNED_IN)
+        self._warn_plain_http()
         sent = {"Authorization": f"Bearer {token}", **(headers or {})}
         if starts_operation:
             sent["Idempotency-Key"] = uuid.uuid4().hex
@@ -164,6 +178,12 @@ class Client:
         except requests.ConnectionError as exc:
             raise CliError(
                 f"cannot reach Lynx at {self.config.url}: {_reason(exc)}", ExitCode.UNREACHABLE
+            ) from None
+        except requests.RequestException as exc:
+            # Only the kind of failure: requests' own message may quote a header, the token included.
+            raise CliError(
+                f"the request to Lynx at {self.config.url} failed ({type(exc).__name__})",
+                ExitCode.UNREACHABLE,
             ) from None
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:

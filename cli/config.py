@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cli.errors import CliError, ExitCode
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+TOKEN_SHAPE = re.compile(r"lynx_[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,26 @@ def config_load() -> Config:
         token, token_source = env_token, "env"
     elif saved.get("token"):
         token, token_source = saved["token"], "file"
+    if token is not None:
+        # A token read with `$(cat file)` from a CRLF file, or pasted, keeps a stray \r or space: one such
+        # character made requests raise with the whole header, secret included, in the traceback.
+        token = token.strip()
+        if not TOKEN_SHAPE.fullmatch(token):
+            where = "LYNX_TOKEN" if token_source == "env" else str(config_path())
+            raise CliError(
+                f"the token in {where} is not a Lynx API token (lynx_ then letters, digits, - and _); "
+                "make one on your Tokens page",
+                ExitCode.NOT_SIGNED_IN,
+            )
+    url_check(url, "LYNX_URL" if url_source == "env" else str(config_path()))
     return Config(url=url.rstrip("/"), token=token, url_source=url_source, token_source=token_source)
+
+
+def url_check(url: str, where: str) -> None:
+    """Lynx's address must be http(s)://host[:port]: anything else is said plainly, not as a traceback."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"{where} is not an http:// or https:// address: {url!r}", ExitCode.USAGE)
 
 
 def config_save(*, url: str, token: str, path: Path | None = None) -> Path:

@@ -218,7 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     build_parser = commands.add_parser("build", help="train and export the demo SavedModel")
     build_parser.add_argument("--out", type=Path, required=True, help="output directory")
+    sample_parser = commands.add_parser(
+        "sample", help="write a held-out handwritten digit as a PNG, to score"
+    )
+    sample_parser.add_argument("digit", type=int, choices=range(10))
+    sample_parser.add_argument("--out", type=Path, default=Path("digit.png"), help="default: digit.png")
     args = parser.parse_args(argv)
+    if args.command == "sample":
+        _, _, x_test, y_test = load_split()
+        args.out.write_bytes(render_digit(x_test[y_test == args.digit][0], fmt="PNG"))
+        print(f"wrote a held-out {args.digit} to {args.out}", file=sys.stderr)
+        return 0
     metrics = build(args.out)
     print(json.dumps(metrics, indent=2))
     print(f"held-out accuracy through the SavedModel (PNG): {metrics['accuracy']:.4f}", file=sys.stderr)

@@ -24,7 +24,7 @@ from ninja import HeaderEx, P, Query, Router, Schema
 from api.auth import require_deployer
 from api.errors import InvalidInput, NotFound
 from api.pagination import PageQuery, page
-from api.schemas import REFUSALS, OperationStarted, started
+from api.schemas import REFUSALS, OperationStarted, is_id, started
 from deployments import selectors
 from deployments.backends import target_traits
 from deployments.costs import Priced, price_key
@@ -55,7 +55,7 @@ def cluster_by_ref(ref: str) -> Cluster:
     """The cluster a path names: digits are its id; else its name, the live cluster of that name or, when
     none is live, the newest one (a deleted cluster's name may be reused)."""
     clusters = Cluster.objects.select_related("owner", "workspace")
-    if ref.isdigit():
+    if is_id(ref):
         found = clusters.filter(pk=int(ref)).first()
     else:
         named = clusters.filter(name=ref)
@@ -64,7 +64,7 @@ def cluster_by_ref(ref: str) -> Cluster:
             or named.order_by("-created_at", "-pk").first()
         )
     if found is None:
-        raise NotFound(f"No cluster {ref}." if ref.isdigit() else f"No cluster named {ref}.")
+        raise NotFound(f"No cluster {ref}." if is_id(ref) else f"No cluster named {ref}.")
     return found
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
 
-from api.errors import NotFound
+from api.errors import InvalidInput, NotFound
 from api.pagination import PageQuery, page
 from api.schemas import REFUSALS, OperationOut, operation_out
 from deployments.models import Operation
@@ -31,7 +31,8 @@ def operation_list(request: HttpRequest, query: Query[OperationQuery]) -> dict:
     operations = Operation.objects.all()
     if query.state:
         if query.state not in OperationState.values:
-            raise NotFound(f"No operation state {query.state}: one of {', '.join(OperationState.values)}.")
+            states = ", ".join(OperationState.values)
+            raise InvalidInput({"state": [f"No operation state {query.state}: one of {states}."]})
         operations = operations.filter(state=query.state)
     if query.kind:
         operations = operations.filter(kind=query.kind)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema
 
-from api.auth import AUTH_ANY_ROLE, api_user
-from api.errors import NotFound
+from api.auth import AUTH_ANY_ROLE, api_user, token_of
+from api.errors import InvalidInput, NotFound
+from api.forms import TokenForm
 from api.models import ApiToken
 from api.schemas import REFUSALS
 from api.tokens import token_create, token_revoke
@@ -54,15 +55,21 @@ def token_list(request: HttpRequest) -> list[dict]:
 
 
 @router.post("", response={201: TokenCreated, **REFUSALS}, summary="Make a token (its secret is shown once)")
-def token_new(request: HttpRequest, payload: TokenIn) -> tuple[int, dict]:
+def token_new(request: HttpRequest, response: HttpResponse, payload: TokenIn) -> tuple[int, dict]:
     user = api_user(request)
+    # The page's form: the same rules, said per field (a 400).
+    form = TokenForm(payload.dict())
+    if not form.is_valid():
+        raise InvalidInput.from_form(form)
     new = token_create(
         actor=user,
         owner=user,
-        name=payload.name,
-        expires_days=payload.expires_days,
-        read_only=payload.read_only,
+        name=form.cleaned_data["name"],
+        expires_days=form.cleaned_data["expires_days"],
+        read_only=form.cleaned_data["read_only"],
+        parent=token_of(request),
     )
+    response["Cache-Control"] = "no-store"  # it holds the secret
     return 201, {**_token(new.token), "token": new.secret}
 
 

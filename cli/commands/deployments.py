@@ -185,7 +185,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     deployments = commands.add_parser("deployments", help="scoring services").add_subparsers(
         dest="action", required=True, metavar="{list,show,update,rollback,traffic,delete,revisions}"
     )
-    p = deployments.add_parser("list", help="every deployment: state, scoring URI, replicas, cost")
+    p = deployments.add_parser("list", help="every deployment: state, scoring URI, replicas, owner")
     add_list_options(p)
     p.set_defaults(handler=deployments_list)
 

@@ -15,7 +15,7 @@ from api.auth import require_deployer
 from api.errors import InvalidInput, NotFound
 from api.pagination import PageQuery, page
 from api.routes.clusters import cluster_by_ref, idempotency_key_or_new
-from api.schemas import REFUSALS
+from api.schemas import REFUSALS, is_id
 from deployments.models import (
     Cluster,
     Deployment,
@@ -40,7 +40,7 @@ MAX_LOG_LINES = 5000
 def deployment_by_ref(ref: str) -> Deployment:
     """`{ref}`: digits are an id; a name is the live deployment of that name, else the newest one."""
     rows = Deployment.objects.select_related("cluster", "model", "owner")
-    if ref.isdigit():
+    if is_id(ref):
         found = rows.filter(pk=int(ref)).first()
     else:
         named = rows.filter(name=ref)
@@ -48,7 +48,7 @@ def deployment_by_ref(ref: str) -> Deployment:
             named.exclude(state=ServiceState.DELETED).first() or named.order_by("-created_at", "-pk").first()
         )
     if found is None:
-        raise NotFound(f"No deployment {ref}." if ref.isdigit() else f"No deployment named {ref}.")
+        raise NotFound(f"No deployment {ref}." if is_id(ref) else f"No deployment named {ref}.")
     return found
 
 
@@ -211,7 +211,7 @@ def deployment_list(request: HttpRequest, query: Query[DeploymentQuery]) -> dict
     if query.cluster:
         rows = (
             rows.filter(cluster_id=int(query.cluster))
-            if query.cluster.isdigit()
+            if is_id(query.cluster)
             else rows.filter(cluster__name=query.cluster)
         )
     if query.owner:
