@@ -1,4 +1,5 @@
-"""Whatever azureml-core raises, translated into a BackendError carrying Azure's own message."""
+"""Whatever azureml-core raises, translated into a BackendError carrying Azure's own message, or naming what
+went wrong on the way to Azure (../network_errors.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 from deployments.backends.base import BackendError
 
-TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 530})
+from ..network_errors import http_error, network_error, retry_after_seconds
+
 # The SDK sometimes rewraps a network failure in its own exception, keeping only the words.
 _NETWORK_WORDS = re.compile(r"timed out|Error connecting to|Connection aborted|Max retries exceeded", re.I)
 
@@ -53,32 +55,30 @@ def _parse_sdk_error(exc: BaseException) -> tuple[int | None, str]:
     return (status if isinstance(status, int) else None), message
 
 
-def _to_backend_error(exc: BaseException, action: str) -> BackendError:
-    import requests
-    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+def _status(exc: BaseException, parsed: int | None) -> int | None:
+    """The HTTP status of Azure's answer: from the SDK's words, else from the response it kept."""
+    if parsed is not None:
+        return parsed
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
 
+
+def _to_backend_error(exc: BaseException, action: str) -> BackendError:
     if isinstance(exc, BackendError):
         return exc
-    network = (
-        requests.ConnectionError,
-        requests.Timeout,
-        TimeoutError,
-        ConnectionError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-    if isinstance(exc, network) or isinstance(getattr(exc, "inner_exception", None), network):
-        return BackendError(
-            f"{action}: could not reach Azure ({exc.__class__.__name__}: {exc})", transient=True
-        )
     if isinstance(exc, ValueError) and "authority configuration" in str(exc):
         return BackendError(f"{action}: Azure AD does not know this tenant ID. {exc}", transient=False)
-    status, message = _parse_sdk_error(exc)
+    parsed, message = _parse_sdk_error(exc)
+    status = _status(exc, parsed)
+    # Before the sign-in check: azure-identity reports a DNS failure as ClientAuthenticationError too.
+    if status is None and (failure := network_error(exc, action)) is not None:
+        return failure
     if exc.__class__.__name__ == "AuthenticationError":
         return BackendError(f"{action}: Azure AD refused the service principal. {message}", transient=False)
-    suffix = f" (HTTP {status})" if status else ""
-    transient = status in TRANSIENT_STATUSES or (status is None and bool(_NETWORK_WORDS.search(message)))
-    return BackendError(f"{action}: {message}{suffix}", transient=transient)
+    if status is None and _NETWORK_WORDS.search(message):
+        # Words of a network failure the SDK rewrapped in a way network_error does not know: keep them.
+        return BackendError(f"{action}: {message}", transient=True)
+    return http_error(action=action, status=status, message=message, retry_after=retry_after_seconds(exc))
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""What azure-ai-ml and azure-core raise, translated into a BackendError carrying Azure's own message."""
+"""What azure-ai-ml and azure-core raise, translated into a BackendError carrying Azure's own message, or
+naming what went wrong on the way to Azure (../network_errors.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from contextlib import contextmanager
 
 from deployments.backends.base import BackendError
 
-from ..v1.errors import TRANSIENT_STATUSES, _to_backend_error
+from ..network_errors import http_error, network_error, retry_after_seconds
+from ..v1.errors import _to_backend_error
 
 
 def to_backend_error(exc: BaseException, action: str) -> BackendError:
@@ -15,14 +17,18 @@ def to_backend_error(exc: BaseException, action: str) -> BackendError:
 
     if isinstance(exc, BackendError):
         return exc
+    status = getattr(exc, "status_code", None)
+    # azure-identity reports a sign-in that never reached Azure AD as a ClientAuthenticationError (an
+    # HttpResponseError without a status): name the network failure, not a refused service principal.
+    if status is None and (failure := network_error(exc, action)) is not None:
+        return failure
     if isinstance(exc, HttpResponseError) and not isinstance(
         exc, (ServiceRequestError, ServiceResponseError)
     ):
-        status = exc.status_code
         error = getattr(exc, "error", None)
         text = "; ".join(_messages(error)) or (exc.message or str(exc)).split("\n")[0]
-        suffix = f" (HTTP {status})" if status else ""
-        return BackendError(f"{action}: {text.strip()}{suffix}", transient=status in TRANSIENT_STATUSES)
+        retry_after = retry_after_seconds(exc)
+        return http_error(action=action, status=status, message=text.strip(), retry_after=retry_after)
     if exc.__class__.__name__ == "ClientAuthenticationError":
         return BackendError(f"{action}: Azure AD refused the service principal. {exc}", transient=False)
     return _to_backend_error(exc, action)
