@@ -392,8 +392,13 @@ class AuditEvent(models.Model):
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
     message = models.TextField(blank=True)
+    # db_default: rows written outside Django (a DBA's INSERT, the db-roles check) need not name it.
     via = models.CharField(
-        max_length=80, blank=True, help_text='what the action came through, when not the pages: "token ci"'
+        max_length=80,
+        blank=True,
+        default="",
+        db_default="",
+        help_text='what the action came through, when not the pages: "token ci"',
     )
 
     class Meta:

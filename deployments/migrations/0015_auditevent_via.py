@@ -19,6 +19,8 @@ class Migration(migrations.Migration):
             name="via",
             field=models.CharField(
                 blank=True,
+                default="",
+                db_default="",
                 help_text='what the action came through, when not the pages: "token ci"',
                 max_length=80,
             ),
