@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.http import QueryDict
 from django.utils import timezone
 
 from deployments.backends import target_traits
@@ -38,6 +39,14 @@ model_name_rule = RegexValidator(
     "A model name is up to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit.",
 )
 TEXT_UPLOAD_MAX_BYTES = 512 * 1024
+# Settings that matter only while their switch is on. The page disables them while it is off (lynx.js toggles
+# them), and a browser leaves a disabled field out of what it sends: a field left out keeps its default.
+SWITCHED_FIELDS = {
+    "gpu_cores": "gpu_enabled",
+    "autoscale_min_replicas": "autoscale_enabled",
+    "autoscale_max_replicas": "autoscale_enabled",
+    "autoscale_target_utilization": "autoscale_enabled",
+}
 
 
 class IdempotentForm(forms.Form):
@@ -170,9 +179,43 @@ class ServiceConfigForm(IdempotentForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.warnings: list[str] = []
+        self._keep_left_out_values()
+        self._mark_switched_fields()
 
     def _cluster(self) -> Cluster | None:
         raise NotImplementedError
+
+    def _kept_value(self, field: str) -> Any:
+        """What a switched setting left out of the submission is: its default."""
+        return self.fields[field].initial
+
+    def _keep_left_out_values(self) -> None:
+        if not self.is_bound:
+            return
+        # Absent, not blank: a field the person cleared is still sent (empty) and still refused as required.
+        absent = [field for field in SWITCHED_FIELDS if self.add_prefix(field) not in self.data]
+        if absent:
+            # request.POST is an immutable QueryDict; the API passes a dict.
+            data = self.data.copy() if isinstance(self.data, QueryDict) else dict(self.data)
+            for field in absent:
+                data[self.add_prefix(field)] = str(self._kept_value(field))
+            self.data = data
+
+    def _mark_switched_fields(self) -> None:
+        """Render each switched setting disabled while its switch is off, as the bound data or the initial
+        values have it; `data-switched-by` names the switch for lynx.js."""
+        for field, switch in SWITCHED_FIELDS.items():
+            widget = self.fields[switch].widget
+            if self.is_bound:
+                on = widget.value_from_datadict(self.data, self.files, self.add_prefix(switch))
+            else:
+                on = self.get_initial_for_field(self.fields[switch], switch)
+            attrs = self.fields[field].widget.attrs
+            attrs["data-switched-by"] = switch
+            if on:
+                attrs.pop("disabled", None)
+            else:
+                attrs["disabled"] = True
 
     def _text(self, data: dict, field: str, file_field: str, what: str) -> str:
         upload = data.get(file_field)
@@ -307,6 +350,7 @@ class DeploymentUpdateForm(ServiceConfigForm):
                 environment_yaml=deployment.environment_yaml,
                 **{field: getattr(deployment, field) for field in self.config_fields},
             )
+            self._mark_switched_fields()  # again: the switches' initial values are the deployment's
 
     config_fields = CONFIG_FIELDS
 
@@ -324,6 +368,11 @@ class DeploymentUpdateForm(ServiceConfigForm):
 
     def _cluster(self) -> Cluster | None:
         return self.deployment.cluster
+
+    def _kept_value(self, field: str) -> Any:
+        # Autoscale switched off keeps the deployment's range for when it is switched on again. A GPU count
+        # switched off is the default, 0: a count without the GPU is refused.
+        return super()._kept_value(field) if field == "gpu_cores" else getattr(self.deployment, field)
 
     def clean_canary_percent(self) -> int:
         percent = self.cleaned_data.get("canary_percent") or 100

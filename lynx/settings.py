@@ -157,6 +157,7 @@ MIDDLEWARE = [
     "api.middleware.audit_via_middleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "dashboard.middleware.method_not_allowed_page",  # after auth and messages: it renders the layout
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns a lockout into the login page
 ]

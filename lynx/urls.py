@@ -6,6 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import views
+from dashboard.views import errors
 
 
 def _has_urls(package: str) -> bool:
@@ -15,6 +16,7 @@ def _has_urls(package: str) -> bool:
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", errors.favicon, name="favicon"),
     path("audit/", views.audit_list, name="audit_list"),
     path("audit/export.csv", views.audit_export, name="audit_export"),
     path("prices/", views.price_list, name="price_list"),
@@ -37,3 +39,8 @@ urlpatterns = [
         if _has_urls(package)
     ],
 ]
+
+# Error pages in Lynx's layout (templates/403.html, 404.html, 500.html); 405 is dashboard.middleware's.
+handler403 = errors.forbidden
+handler404 = errors.not_found
+handler500 = errors.server_error

@@ -79,6 +79,16 @@
     });
   }
 
+  // A setting that matters only while its switch is on (autoscale's range, the GPU count) is disabled while
+  // it is off; the server renders the starting state (deployments/forms.py: SWITCHED_FIELDS).
+  function followSwitch(field) {
+    const toggle = field.form && field.form.elements.namedItem(field.dataset.switchedBy);
+    if (!toggle) return;
+    function sync() { field.disabled = !toggle.checked; }
+    toggle.addEventListener("change", sync);
+    sync();
+  }
+
   // Back and forward bring a page out of the browser's cache as it was left: sent, buttons disabled,
   // the pressed button carried. Make it a fresh form again (buttons the server disabled stay disabled).
   window.addEventListener("pageshow", function (event) {
@@ -99,5 +109,6 @@
     if (op) followOperation(op);
     document.querySelectorAll("[data-poll-url]").forEach(pollPart);
     document.querySelectorAll("form[data-once]").forEach(sendOnce);
+    document.querySelectorAll("[data-switched-by]").forEach(followSwitch);
   });
 })();

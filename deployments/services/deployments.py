@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from deployments.backends import target_traits
 from deployments.backends.base import KeyName
@@ -21,10 +24,15 @@ from deployments.models import (
     OperationKind,
     RegisteredModel,
 )
-from deployments.states import ACTIVE_OPERATION_STATES, ProvisioningState, ServiceState
+from deployments.states import (
+    ACTIVE_OPERATION_STATES,
+    LIVE_SERVICE_STATES,
+    ProvisioningState,
+    ServiceState,
+)
 
 from .audit import actor_name, audit_record
-from .clusters import cluster_lock
+from .clusters import cluster_delete, cluster_lock
 from .operations import Refused, operation_by_idempotency_key, operation_start
 from .specs import backend_for, service_spec
 from .transitions import deployment_transition
@@ -586,3 +594,131 @@ def deployment_move(
         moved_from=deployment,
         **config,
     )
+
+
+# --- several at once: a selection on the overview, a cluster with its deployments ---------------------------
+
+# What "delete these" deletes: a deployment that runs or failed. One already going is waited for, not asked
+# again.
+DELETABLE_STATES = (*LIVE_SERVICE_STATES, ServiceState.FAILED)
+
+
+@dataclass(frozen=True)
+class DeleteMany:
+    """What deleting several deployments started: one operation each, and those refused now, with why."""
+
+    operations: list[Operation]
+    refused: dict[str, str]  # deployment name: the reason, as the user reads it
+
+
+def _part_key(idempotency_key: str | None, part: str) -> str | None:
+    """One form's key for each operation it starts, so that the form sent again finds each of them."""
+    return f"{idempotency_key[:48]}:{part}" if idempotency_key else None
+
+
+def deployment_delete_many(
+    *,
+    user: User,
+    deployments: Iterable[Deployment],
+    idempotency_key: str | None = None,
+    reason: str = "",
+) -> DeleteMany:
+    """Start deleting each deployment as its own audited operation; one refused does not stop the others."""
+    operations: list[Operation] = []
+    refused: dict[str, str] = {}
+    for deployment in deployments:
+        try:
+            operations.append(
+                deployment_delete(
+                    user=user,
+                    deployment=deployment,
+                    idempotency_key=_part_key(idempotency_key, f"d{deployment.pk}"),
+                    reason=reason,
+                )
+            )
+        except Refused as exc:
+            refused[deployment.name] = str(exc)
+    return DeleteMany(operations=operations, refused=refused)
+
+
+@dataclass(frozen=True)
+class ClusterTeardown:
+    """What deleting a cluster with its deployments started."""
+
+    deletes: DeleteMany
+    cluster_operation: Operation | None  # the cluster's delete, when nothing had to go before it
+    waiting_for: list[str]  # the deployments the cluster's delete waits for (deleted now, or already going)
+
+
+def cluster_delete_with_deployments(
+    *,
+    user: User,
+    cluster: Cluster,
+    expected: Collection[int] | None = None,
+    idempotency_key: str | None = None,
+) -> ClusterTeardown:
+    """Delete a cluster and every deployment on it, each its own audited operation: the deployments first,
+    the cluster once none is left.
+
+    `expected`: the deployments the person was shown; one deployed since is not deleted unseen (refused).
+
+    The cluster's delete must wait for its deployments' deletes (minutes, on Azure). Rather than a second
+    way of waiting, the cluster is marked as expired with automatic teardown, and the expiry check
+    (services/expiry.py, every minute) deletes it once its deployments are gone, as it does for any expired
+    cluster; it also deletes, once its operation has finished, a deployment that was busy here.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        # Under the lock deployment_create and cluster_delete take: the list checked is the list deleted.
+        cluster = cluster_lock(cluster)
+        if cluster.provisioning_state in (ProvisioningState.DELETING, ProvisioningState.DELETED):
+            raise Refused(f"{cluster.name} is already {cluster.provisioning_state.lower()}.")
+        if cluster.provisioning_state == ProvisioningState.CREATING:
+            raise Refused(
+                f"{cluster.name} is still being provisioned; delete it once provisioning has finished."
+            )
+        going = list(cluster.deployments.filter(state__in=DELETABLE_STATES).order_by("name"))
+        unseen = [d.name for d in going if expected is not None and d.pk not in expected]
+        if unseen:
+            raise Refused(
+                f"{', '.join(unseen)} {'was' if len(unseen) == 1 else 'were'} deployed to {cluster.name} "
+                "after the confirmation was shown; nothing was deleted. Look at the list again."
+            )
+        already_going = cluster.deployments.filter(state=ServiceState.DELETING).values_list("name", flat=True)
+        waiting_for = sorted([d.name for d in going] + list(already_going))
+        marked = (
+            cluster.auto_teardown and cluster.expires_at is not None and cluster.expires_at <= now
+        )  # a second submission, or the expiry check got there first
+        if waiting_for and not marked:
+            before = {
+                "expires_at": cluster.expires_at.isoformat() if cluster.expires_at else None,
+                "auto_teardown": cluster.auto_teardown,
+            }
+            expires_at = now if cluster.expires_at is None or cluster.expires_at > now else cluster.expires_at
+            # Warned "now": the owner who asked is not emailed that the cluster is about to be torn down.
+            Cluster.objects.filter(pk=cluster.pk).update(
+                expires_at=expires_at, auto_teardown=True, expiry_warned_at=now
+            )
+            audit_record(
+                actor=user,
+                action="cluster.delete",
+                resource=cluster,
+                before=before,
+                after={
+                    "expires_at": expires_at.isoformat(),
+                    "auto_teardown": True,
+                    "deployments": waiting_for,
+                },
+                message=f"with its deployments ({', '.join(waiting_for)}): they are deleted first, "
+                "then the cluster, by the expiry check",
+            )
+    if not waiting_for:
+        operation = cluster_delete(user=user, cluster=cluster, idempotency_key=idempotency_key)
+        return ClusterTeardown(DeleteMany(operations=[], refused={}), operation, [])
+    deletes = deployment_delete_many(
+        user=user,
+        deployments=going,
+        idempotency_key=idempotency_key,
+        reason=f"deleted with cluster {cluster.name}",
+    )
+    return ClusterTeardown(deletes=deletes, cluster_operation=None, waiting_for=waiting_for)

@@ -3,6 +3,7 @@ delete."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from django.contrib import messages
@@ -25,7 +26,7 @@ from deployments.forms import (
     RollbackForm,
     ServiceConfigForm,
 )
-from deployments.models import Deployment, Operation
+from deployments.models import AuditEvent, Deployment, DeploymentRevision, Operation
 from deployments.services import Refused, deployment_create, deployment_delete
 from deployments.services.deployments import (
     UPDATABLE_STATES,
@@ -72,7 +73,9 @@ def _check_or_start(
 @deployer_required
 @streamed_uploads(TEXT_UPLOADS_MAX_BYTES)
 def deployment_new(request: AuthedRequest) -> HttpResponse:
-    initial = {"cluster": request.GET["cluster"]} if request.GET.get("cluster") else None
+    # "Deploy to it" on a cluster's page, "Deploy this version" on a model's: the form starts from that one.
+    wanted = ("cluster", "model")
+    initial = {name: request.GET[name] for name in wanted if request.GET.get(name, "").isdigit()}
     if request.method == "POST":
         form = DeploymentForm(request.POST, request.FILES)
     else:
@@ -117,7 +120,7 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "key_form": KeyForm(),
             "operations": deployment.operations.order_by("-created_at")[:20],
             "audit": selectors.audit_for("deployment", deployment.pk),
-            "revisions": deployment.revisions.select_related("model").order_by("-number")[:50],
+            "revisions": _revisions_labelled(deployment),
             "scoring_runs": deployment.scoring_runs.defer("thumbnail", "response_excerpt")[:20],
             "logs": deployment_logs(deployment),
             "environment_warnings": environment.warnings + environment.errors,
@@ -139,6 +142,27 @@ def deployment_detail(request: AuthedRequest, pk: int) -> HttpResponse:
             "moved_to": list(deployment.moved_to.exclude(state="Deleted").select_related("cluster")),
         },
     )
+
+
+# deployment_rollback's audit message; the revision rolled back to is not stored elsewhere.
+ROLLBACK_MESSAGE = re.compile(r"^rollback to revision (\d+)")
+
+
+def _revisions_labelled(deployment: Deployment, limit: int = 50) -> list[DeploymentRevision]:
+    """The newest revisions, each made by a rollback carrying `rollback_of`: the revision it went back to."""
+    revisions = list(deployment.revisions.select_related("model").order_by("-number")[:limit])
+    rollbacks: dict[int, int] = {}
+    for before, after, message in AuditEvent.objects.filter(
+        resource_type="deployment", resource_id=deployment.pk, action="deployment.rollback"
+    ).values_list("before", "after", "message"):
+        match = ROLLBACK_MESSAGE.match(message)
+        made = after.get("revision")
+        # A Failed deployment rolled back to its own configuration is deployed again as the same revision.
+        if match and isinstance(made, int) and made != before.get("revision"):
+            rollbacks[made] = int(match.group(1))
+    for revision in revisions:
+        revision.rollback_of = rollbacks.get(revision.number)  # type: ignore[attr-defined]
+    return revisions
 
 
 @require_GET

@@ -1,4 +1,8 @@
-"""A deployment's scoring keys: reveal one (shown once, audited) or regenerate one (audited)."""
+"""A deployment's scoring keys: reveal one (shown once, audited) or regenerate one (audited).
+
+Both are POSTs; a GET of their URLs (the revealed key's page reloaded, or opened again from the history)
+changes nothing and goes back to the deployment's keys, rather than to an empty 405.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods
 
-from accounts.roles import AuthedRequest, deployer_required
+from accounts.roles import AuthedRequest, can_deploy, deployer_required
 from deployments.forms import KeyForm
 from deployments.models import Deployment
 from deployments.services import Refused
@@ -19,9 +23,17 @@ def _keys_url(pk: int) -> str:
     return reverse("deployment_detail", args=[pk]) + "#keys"
 
 
-@require_POST
-@deployer_required
+@require_http_methods(["GET", "POST"])
 def key_reveal(request: AuthedRequest, pk: int) -> HttpResponse:
+    if request.method == "GET":
+        if can_deploy(request.user):
+            messages.info(request, "A revealed key is shown once: reveal it again to see it (recorded).")
+        return redirect(_keys_url(pk))
+    return _key_reveal(request, pk)
+
+
+@deployer_required
+def _key_reveal(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("cluster"), pk=pk)
     form = KeyForm(request.POST)
     if not form.is_valid():
@@ -41,9 +53,15 @@ def key_reveal(request: AuthedRequest, pk: int) -> HttpResponse:
     return response
 
 
-@require_POST
-@deployer_required
+@require_http_methods(["GET", "POST"])
 def key_regenerate(request: AuthedRequest, pk: int) -> HttpResponse:
+    if request.method == "GET":
+        return redirect(_keys_url(pk))
+    return _key_regenerate(request, pk)
+
+
+@deployer_required
+def _key_regenerate(request: AuthedRequest, pk: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment.objects.select_related("cluster", "model"), pk=pk)
     form = KeyForm(request.POST)
     if not form.is_valid():

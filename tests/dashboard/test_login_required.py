@@ -9,7 +9,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 pytestmark = pytest.mark.django_db
 
-OPEN = {"healthz", "login"}
+OPEN = {"healthz", "login", "favicon"}  # favicon.ico: a redirect to the icon, asked before anyone logs in
 
 
 def _named_routes(resolver=None, prefix=""):

@@ -83,6 +83,7 @@ EXPECTED: dict[str, Expect] = {
     # lynx/urls.py
     "overview": page(),
     "healthz": Expect(get=(HEALTH,) * 3, post=(NOT_ALLOWED,) * 3, anonymous=(HEALTH, NOT_ALLOWED)),
+    "favicon": Expect(get=(301,) * 3, post=(NOT_ALLOWED,) * 3, anonymous=(301, NOT_ALLOWED)),
     "audit_list": page(),
     "audit_export": page(),
     "price_list": page(),
@@ -102,6 +103,12 @@ EXPECTED: dict[str, Expect] = {
     "cluster_new": form(),
     "cluster_detail": page("cluster"),
     "cluster_delete": action("cluster"),
+    # Confirmation pages (GET, for deployers) of destructive actions; without the choice they need (which
+    # revision, key or traffic action; which deployments), a deployer is sent back with a message.
+    "cluster_delete_confirm": Expect(get=(FORBIDDEN, OK, OK), post=(NOT_ALLOWED,) * 3, obj="cluster"),
+    "cluster_teardown": action("cluster"),
+    "deployments_delete": action(),
+    "deployments_delete_confirm": Expect(get=(FORBIDDEN, REDIRECT, REDIRECT), post=(NOT_ALLOWED,) * 3),
     "deployment_new": form(),
     "deployment_detail": page("deployment"),
     "deployment_status": page("deployment"),
@@ -109,10 +116,30 @@ EXPECTED: dict[str, Expect] = {
     "deployment_update": form("deployment"),
     "deployment_rollback": action("deployment", number="revision"),
     "deployment_delete": action("deployment"),
+    "deployment_delete_confirm": Expect(get=(FORBIDDEN, OK, OK), post=(NOT_ALLOWED,) * 3, obj="deployment"),
+    "deployment_rollback_confirm": Expect(
+        get=(FORBIDDEN, REDIRECT, REDIRECT), post=(NOT_ALLOWED,) * 3, obj="deployment"
+    ),
+    "deployment_traffic_confirm": Expect(
+        get=(FORBIDDEN, REDIRECT, REDIRECT), post=(NOT_ALLOWED,) * 3, obj="deployment"
+    ),
+    "deployment_key_regenerate_confirm": Expect(
+        get=(FORBIDDEN, REDIRECT, REDIRECT), post=(NOT_ALLOWED,) * 3, obj="deployment"
+    ),
     "deployment_traffic": action("deployment"),
     "deployment_move": action("deployment"),
-    "deployment_key_reveal": action("deployment"),
-    "deployment_key_regenerate": action("deployment"),
+    # POSTs whose GET (a reload of the revealed key's page) goes back to the deployment's keys: no 405.
+    "deployment_key_reveal": Expect(
+        get=(REDIRECT,) * 3, post=(FORBIDDEN, REDIRECT, REDIRECT), obj="deployment"
+    ),
+    "deployment_key_regenerate": Expect(
+        get=(REDIRECT,) * 3, post=(FORBIDDEN, REDIRECT, REDIRECT), obj="deployment"
+    ),
+    # The Consume section: the copy button's reveal (a blank form is a 400 in JSON), the API docs page, and
+    # the swagger.json Lynx reads for it (this deployment has no swagger URI yet: 404 with the reason).
+    "deployment_key_copy": action("deployment", deployer=BAD),
+    "deployment_api_docs": page("deployment"),
+    "deployment_swagger": Expect(get=(404, 404, 404), post=(NOT_ALLOWED,) * 3, obj="deployment"),
     "deployment_test": Expect(get=(OK, OK, OK), post=(FORBIDDEN, BAD, BAD), obj="deployment"),
     "scoring_run_thumbnail": page("deployment", run_pk="scoring_run"),
     "operation_list": page(),
