@@ -111,3 +111,26 @@ def test_over_the_rate_a_token_gets_429_with_retry_after_and_others_are_not_slow
 def test_targets_list_what_lynx_deploys_to(client, viewer, token_for):
     kinds = {t["kind"]: t for t in client.get("/api/v1/targets", **bearer(token_for(viewer))).json()}
     assert kinds["local"]["on_this_host"] and not kinds["azureml_managed"]["cluster_resource"]
+
+
+def test_a_page_of_deployments_costs_the_same_queries_however_many_there_are(client, deployer, token_for):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from deployments.models import Deployment, RegisteredModel
+
+    cluster = ready_cluster(deployer, "many-1")
+    model = RegisteredModel.objects.create(name="digits", version=1, path="x", labels="a")
+    secret = token_for(deployer)
+
+    def queries(count: int) -> int:
+        Deployment.objects.bulk_create(
+            Deployment(name=f"d{count}-{i}", cluster=cluster, model=model, owner=deployer, state="Healthy")
+            for i in range(count)
+        )
+        client.get("/api/v1/deployments", **bearer(secret))  # the token's last-used write happens once
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/api/v1/deployments?limit=50", **bearer(secret)).status_code == 200
+        return len(captured.captured_queries)
+
+    assert queries(2) == queries(40)
