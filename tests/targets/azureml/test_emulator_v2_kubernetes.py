@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.azure_emulator import AzureEmulator
+from tests.conftest import wait_for
 from tests.targets.azureml import v2_samples as samples
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -166,8 +167,14 @@ def test_a_v1_aks_compute_cannot_host_a_v2_endpoint_but_the_same_cluster_attache
         timeout=30,
     )
     assert answer.status_code == 201, answer.text
-    ml.compute.get(v1_name)  # the clock moves on each request; the attach is done by now
-    assert emu.computes[v1_name].provisioning_state == "Succeeded"
+    # The attach takes the emulator's (paced) attach time; the SDK's reads move its clock on. One read was
+    # enough on a quiet machine, not on a loaded CI one: read until it is done, boundedly.
+    wait_for(
+        lambda: ml.compute.get(v1_name) and emu.computes[v1_name].provisioning_state == "Succeeded",
+        60,
+        interval=0.5,
+        message="the v1 attach to finish",
+    )
 
     endpoint = KubernetesOnlineEndpoint(name=unique("kep"), compute=v1_name, auth_mode="key")
     message = failure_of(lambda: ml.online_endpoints.begin_create_or_update(endpoint).result())
