@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from datetime import date, datetime
 
 from django.http import HttpRequest, StreamingHttpResponse
-from django.utils import timezone
 from ninja import Query, Router, Schema
 
 from api.errors import InvalidInput
 from api.pagination import PageQuery, page
 from api.schemas import REFUSALS
 from dashboard.forms import AuditFilterForm
-from dashboard.views.audit import CSV_HEADER, csv_row
+from dashboard.views.audit import audit_csv_response
 from deployments import selectors
 from deployments.models import AuditEvent
 
@@ -86,11 +83,6 @@ def audit_list(request: HttpRequest, query: Query[AuditQuery]) -> dict:
     return page(selectors.audit_events(**_filters(query)), query, _event, newest_first=True)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 @router.get(
     "/audit.csv",
     response={200: str, **REFUSALS},
@@ -98,15 +90,4 @@ class _Echo:
     openapi_extra={"responses": {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}},
 )
 def audit_csv(request: HttpRequest, query: Query[AuditQuery]) -> StreamingHttpResponse:
-    events = selectors.audit_events(**_filters(query)).values_list(*selectors.AUDIT_COLUMNS)
-    writer = csv.writer(_Echo())
-
-    def lines() -> Iterator[str]:
-        yield writer.writerow(CSV_HEADER)
-        for row in events.iterator(chunk_size=2000):
-            yield writer.writerow(csv_row(row))
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="lynx-audit-{stamp}.csv"'
-    return response
+    return audit_csv_response(_filters(query))

@@ -118,6 +118,12 @@ def audit_export(request: AuthedRequest) -> HttpResponse | StreamingHttpResponse
     if filters is None:
         errors = "; ".join(f"{field}: {' '.join(map(str, msgs))}" for field, msgs in form.errors.items())
         return HttpResponse(f"Bad filter: {errors}\n", status=400, content_type="text/plain")
+    return audit_csv_response(filters)
+
+
+def audit_csv_response(filters: dict) -> StreamingHttpResponse:
+    """The audit events `filters` select (selectors.audit_events' arguments) as CSV, streamed: the page's
+    export and the API answer the same file."""
     events = selectors.audit_events(**filters).values_list(*selectors.AUDIT_COLUMNS)
     writer = csv.writer(_Echo())
 
